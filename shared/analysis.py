@@ -1,0 +1,107 @@
+"""The pure analysis contract every stage model implements.
+
+Model code depends on this module only (plus numpy/OpenCV/ONNX Runtime): arrays in,
+typed results out. No broker, database or settings imports, so a model can be tested,
+benchmarked and evaluated on its own. The shared runtime times each model, records its
+output and turns rejections into the transaction's verdict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+#: An RGB image, height x width x 3, uint8.
+Image = NDArray[np.uint8]
+
+ImageSide = Literal["near", "far"]
+IMAGE_SIDES: tuple[ImageSide, ImageSide] = ("near", "far")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Identifies what produced a score: stored beside every score."""
+
+    name: str
+    version: str
+
+
+@dataclass(frozen=True)
+class Face:
+    """A detected face in the coordinates of the full (EXIF-oriented) image."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+    score: float
+    #: Five points, in this order: left eye, right eye, nose tip, left mouth corner,
+    #: right mouth corner ("left"/"right" as seen in the image).
+    landmarks: tuple[tuple[float, float], ...]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "x": self.x,
+            "y": self.y,
+            "width": self.width,
+            "height": self.height,
+            "score": self.score,
+            "landmarks": [list(p) for p in self.landmarks],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Face:
+        marks = data.get("landmarks") or []
+        assert isinstance(marks, list)
+        return cls(
+            x=float(data["x"]),  # type: ignore[arg-type]
+            y=float(data["y"]),  # type: ignore[arg-type]
+            width=float(data["width"]),  # type: ignore[arg-type]
+            height=float(data["height"]),  # type: ignore[arg-type]
+            score=float(data["score"]),  # type: ignore[arg-type]
+            landmarks=tuple((float(p[0]), float(p[1])) for p in marks),
+        )
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why an image (or a pair) fails a stage. `code` is a stable reason code."""
+
+    code: str
+    detail: str
+    #: The metric or accessory that triggered it (e.g. "sharpness", "sunglasses").
+    subject: str | None = None
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"code": self.code, "detail": self.detail, "subject": self.subject}
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """What one model says about one image."""
+
+    scores: Mapping[str, float]
+    rejections: Sequence[Rejection] = ()
+    #: Only the face detector sets this: the face later stages analyse.
+    face: Face | None = None
+    #: Small, JSON-safe facts worth keeping (e.g. how many faces were seen).
+    details: Mapping[str, object] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Model(Protocol):
+    """One analyzer inside a stage. Adding a model to a stage is adding one of these."""
+
+    #: Column key used in stored data, e.g. "classic_metrics", "liqe", "as_heuristics".
+    key: str
+    info: ModelInfo
+
+    def analyze(self, image: Image, face: Face | None) -> ModelResult: ...
+
+
+class ModelUnavailable(Exception):
+    """A model that is declared but not installed/configured: recorded as not run."""
