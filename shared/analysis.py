@@ -96,12 +96,28 @@ class ModelResult:
 class Model(Protocol):
     """One analyzer inside a stage. Adding a model to a stage is adding one of these."""
 
-    #: Column key used in stored data, e.g. "classic_metrics", "liqe", "as_heuristics".
-    key: str
-    info: ModelInfo
+    @property
+    def key(self) -> str:
+        """Column key used in stored data, e.g. "classic_metrics", "liqe", "as_heuristics"."""
+        ...
+
+    @property
+    def info(self) -> ModelInfo: ...
 
     def analyze(self, image: Image, face: Face | None) -> ModelResult: ...
 
 
 class ModelUnavailable(Exception):
     """A model that is declared but not installed/configured: recorded as not run."""
+
+
+@dataclass(frozen=True)
+class UnavailableModel:
+    """A declared model whose weights are not installed: recorded as not run, never scored."""
+
+    key: str
+    info: ModelInfo
+    reason: str
+
+    def analyze(self, image: Image, face: Face | None) -> ModelResult:
+        raise ModelUnavailable(self.reason)

@@ -1,0 +1,7 @@
+"""`python -m services.quality`: run the quality worker."""
+
+from services.quality.stage import STAGE
+from shared.worker import run_worker
+
+if __name__ == "__main__":
+    run_worker(STAGE)

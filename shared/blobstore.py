@@ -1,0 +1,56 @@
+"""The short-lived image store (Redis with a TTL) and the 'transaction finished' signal.
+
+Images travel between stages as Redis keys, never inside messages and never into MongoDB.
+"""
+
+from __future__ import annotations
+
+import redis
+import redis.asyncio as aioredis
+
+from shared.analysis import IMAGE_SIDES
+
+
+def image_key(transaction_id: str, side: str) -> str:
+    return f"faceval:img:{transaction_id}:{side}"
+
+
+def done_channel(transaction_id: str) -> str:
+    return f"faceval:done:{transaction_id}"
+
+
+class AsyncBlobStore:
+    """Used by the gateway and by finalisation code running on an event loop."""
+
+    def __init__(self, url: str) -> None:
+        self.redis: aioredis.Redis = aioredis.Redis.from_url(url)
+
+    async def put_images(self, transaction_id: str, images: dict[str, bytes], ttl: int) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for side, data in images.items():
+                pipe.set(image_key(transaction_id, side), data, ex=ttl)
+            await pipe.execute()
+
+    async def delete_images(self, transaction_id: str) -> None:
+        await self.redis.delete(*(image_key(transaction_id, s) for s in IMAGE_SIDES))
+
+    async def announce_done(self, transaction_id: str) -> None:
+        await self.redis.publish(done_channel(transaction_id), b"1")
+
+    async def ping(self) -> None:
+        await self.redis.ping()
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+class BlobStore:
+    """Used by worker threads, which fetch one image per job."""
+
+    def __init__(self, url: str) -> None:
+        self.redis: redis.Redis = redis.Redis.from_url(url)
+
+    def get_image(self, transaction_id: str, side: str) -> bytes | None:
+        data = self.redis.get(image_key(transaction_id, side))
+        assert data is None or isinstance(data, bytes)
+        return data

@@ -1,0 +1,274 @@
+"""The `faceval` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from shared import apikeys
+from shared.pipeline import STAGES
+from shared.settings import Settings, get_settings
+from shared.stack import Stack, StackError, free_port, port_open
+from shared.storage import DuplicateKeyError, Store
+
+# --- clients -------------------------------------------------------------------------------
+
+
+async def _create_client(settings: Settings, name: str) -> tuple[str, str]:
+    store = Store(settings.mongo_url, settings.mongo_db)
+    try:
+        await store.ensure_indexes(settings.retention_days)
+        key = apikeys.generate_key()
+        client_id = apikeys.new_client_id()
+        await store.create_client(client_id, name, apikeys.hash_key(key))
+        return client_id, key
+    finally:
+        store.close()
+
+
+async def _rotate_client(settings: Settings, name: str) -> str | None:
+    store = Store(settings.mongo_url, settings.mongo_db)
+    try:
+        key = apikeys.generate_key()
+        return key if await store.rotate_client_key(name, apikeys.hash_key(key)) else None
+    finally:
+        store.close()
+
+
+async def _revoke_client(settings: Settings, name: str) -> bool:
+    store = Store(settings.mongo_url, settings.mongo_db)
+    try:
+        return await store.revoke_client(name)
+    finally:
+        store.close()
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if args.action == "create":
+        try:
+            client_id, key = asyncio.run(_create_client(settings, args.name))
+        except DuplicateKeyError:
+            print(f"a client named {args.name!r} exists; use `faceval client rotate`",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        print(f"client {args.name} created (id {client_id}); its API key, shown only once:")
+        print(key)
+        return 0
+    if args.action == "rotate":
+        new_key = asyncio.run(_rotate_client(settings, args.name))
+        if new_key is None:
+            print(f"no client named {args.name!r}", file=sys.stderr)
+            return 1
+        print(f"new API key for {args.name} (the old one no longer works):")
+        print(new_key)
+        return 0
+    if not asyncio.run(_revoke_client(settings, args.name)):
+        print(f"no active client named {args.name!r}", file=sys.stderr)
+        return 1
+    print(f"client {args.name} revoked")
+    return 0
+
+
+# --- running the stack ---------------------------------------------------------------------
+
+
+def _start_stack(port: int) -> Stack:
+    settings = get_settings()
+    stack = Stack(settings=settings, port=port, state_dir=settings.state_dir.resolve())
+    stack.ensure_infrastructure()
+    stack.start_services()
+    try:
+        stack.wait_ready()
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        stack = _start_stack(args.port)
+    except StackError as exc:
+        print(f"faceval up: {exc}", file=sys.stderr)
+        return 1
+    print(f"FaceVal is up: gateway {stack.url} (API docs {stack.url}/docs), "
+          f"logs in {stack.log_dir}. Ctrl-C stops it.", flush=True)  # fmt: skip
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    try:
+        while not stopping.wait(1.0):
+            for name, proc in list(stack.processes.items()):
+                if proc.poll() is not None:
+                    print(f"{name} exited ({proc.returncode}); restarting", file=sys.stderr)
+                    if name in STAGES:
+                        stack.start_worker(STAGES[STAGES.index(name)])
+                    else:
+                        raise StackError(f"{name} exited; see {stack.log_dir}/{name}.log")
+    except StackError as exc:
+        print(f"faceval up: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stack.stop()
+    return 0
+
+
+def _stage_line(result: dict[str, Any]) -> str:
+    parts = []
+    for stage in STAGES:
+        data = result.get("stages", {}).get(stage)
+        if not data:
+            parts.append(f"{stage}: -")
+            continue
+        cells = [f"{side} {data[side]['time_ms']:.1f}/{data[side]['queue_time_ms']:.1f}"
+                 for side in ("near", "far") if data.get(side)]  # fmt: skip
+        parts.append(f"{stage}: " + ", ".join(cells))
+    return " | ".join(parts)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from shared.client import FaceValClient
+    from shared.samples import write_samples
+
+    logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(message)s")
+    settings = get_settings()
+    port = settings.port if not port_open("127.0.0.1", settings.port) else free_port()
+    print(f"Starting FaceVal (gateway on 127.0.0.1:{port}, logs in {settings.state_dir}/logs)...",
+          flush=True)  # fmt: skip
+    try:
+        stack = _start_stack(port)
+    except StackError as exc:
+        print(f"faceval demo: {exc}", file=sys.stderr)
+        return 1
+    failures = 0
+    try:
+        _, key = asyncio.run(_create_client(settings, f"demo-{uuid.uuid4().hex[:8]}"))
+        samples = write_samples(settings.state_dir.resolve() / "samples")
+        print(f"Submitting {len(samples)} sample pairs (times in ms: execution/queue)\n")
+        with FaceValClient(stack.url, key) as api:
+            for sample, near, far in samples:
+                result = api.submit(near, far, user_id=f"demo-{sample.name}", wait=30)
+                if result["status"] == "pending":
+                    result = api.get(result["transaction_id"], wait=30)
+                got = (result.get("summary_reason"), result.get("decided_by"))
+                ok = got == (sample.expected_reason, sample.expected_stage)
+                failures += not ok
+                print(f"{'ok  ' if ok else 'FAIL'} {sample.name:<13} -> {got[0]} "
+                      f"(decided by {got[1] or 'all stages'}; expected {sample.expected_reason}) "
+                      f"code {result.get('summary_code')} total "
+                      f"{result.get('total_time_ms') or 0:.1f} ms")  # fmt: skip
+                print(f"     {_stage_line(result)}")
+                if args.json:
+                    print(json.dumps(result, indent=2))
+    except Exception as exc:
+        print(f"faceval demo: {type(exc).__name__}: {exc}", file=sys.stderr)
+        failures += 1
+    finally:
+        stack.stop()
+    print(f"\n{'All samples behaved as expected.' if not failures else f'{failures} failed.'}")
+    return 1 if failures else 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from shared.client import ApiError, FaceValClient
+
+    settings = get_settings()
+    key = args.key or os.environ.get("FACEVAL_API_KEY")
+    if not key:
+        print("an API key is needed: --key or FACEVAL_API_KEY", file=sys.stderr)
+        return 2
+    url = args.url or f"http://{settings.host}:{settings.port}"
+    with FaceValClient(url, key) as api:
+        try:
+            result = api.submit(Path(args.near), Path(args.far), user_id=args.user_id,
+                                process_guid=args.process_guid, wait=args.wait)  # fmt: skip
+        except ApiError as exc:
+            print(json.dumps(exc.body, indent=2))
+            return 1
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import importlib
+
+    from shared.worker import run_worker
+
+    module = importlib.import_module(f"services.{args.stage}.stage")
+    run_worker(module.STAGE)
+    return 0
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from gateway.__main__ import main as gateway_main
+
+    if args.port:
+        os.environ["FACEVAL_PORT"] = str(args.port)
+        get_settings.cache_clear()
+    gateway_main()
+    return 0
+
+
+def cmd_samples(args: argparse.Namespace) -> int:
+    from shared.samples import write_samples
+
+    for sample, near, far in write_samples(Path(args.directory)):
+        print(f"{sample.name}: {near} {far} (expected {sample.expected_reason})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="faceval", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start the whole stack and keep serving")
+    up.add_argument("--port", type=int, default=get_settings().port)
+    up.set_defaults(func=cmd_up)
+
+    demo = sub.add_parser("demo", help="start the stack, validate the sample pairs, stop")
+    demo.add_argument("--json", action="store_true", help="print each full result")
+    demo.set_defaults(func=cmd_demo)
+
+    client = sub.add_parser("client", help="manage API clients")
+    client.add_argument("action", choices=["create", "rotate", "revoke"])
+    client.add_argument("name")
+    client.set_defaults(func=cmd_client)
+
+    submit = sub.add_parser("submit", help="submit a near/far pair to a running gateway")
+    submit.add_argument("near")
+    submit.add_argument("far")
+    submit.add_argument("--user-id", default="cli-user")
+    submit.add_argument("--process-guid")
+    submit.add_argument("--key", help="API key (default: $FACEVAL_API_KEY)")
+    submit.add_argument("--url", help="gateway URL (default: from settings)")
+    submit.add_argument("--wait", type=float, default=30.0)
+    submit.set_defaults(func=cmd_submit)
+
+    worker = sub.add_parser("worker", help="run one stage's worker")
+    worker.add_argument("stage", choices=STAGES)
+    worker.set_defaults(func=cmd_worker)
+
+    gateway = sub.add_parser("gateway", help="run the gateway")
+    gateway.add_argument("--port", type=int)
+    gateway.set_defaults(func=cmd_gateway)
+
+    samples = sub.add_parser("samples", help="write the bundled sample pairs as JPEG files")
+    samples.add_argument("directory")
+    samples.set_defaults(func=cmd_samples)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    sys.exit(args.func(args))

@@ -1,0 +1,73 @@
+"""Celery on RabbitMQ: the one place that knows queues, routing and publish options.
+
+Each stage has its own durable queue; a worker consumes only its stage's queue. Jobs are
+acknowledged late (after the result is recorded), one at a time, and requeued if the
+worker dies, so a killed worker loses nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from celery import Celery
+from kombu.entity import Exchange, Queue
+
+from shared.pipeline import STAGES, StageName, queue_name, task_name
+from shared.schema import StageJob
+from shared.settings import Settings
+
+#: Publish time in integer nanoseconds: AMQP timestamps are whole seconds, and floats do
+#: not survive every AMQP client, so queue time is measured from this header.
+PUBLISHED_HEADER = "faceval_published_ns"
+
+EXCHANGE = Exchange("faceval", type="direct", durable=True)
+
+#: Fail fast when the broker is down: the gateway answers 503 instead of hanging.
+PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2}
+
+
+def stage_queue(stage: StageName) -> Queue:
+    return Queue(queue_name(stage), EXCHANGE, routing_key=queue_name(stage), durable=True)
+
+
+def make_celery(settings: Settings, name: str = "faceval") -> Celery:
+    app = Celery(name, broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        task_queues=[stage_queue(s) for s in STAGES],
+        task_routes={task_name(s): {"queue": queue_name(s)} for s in STAGES},
+        task_default_exchange=EXCHANGE.name,
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_publish_retry_policy=PUBLISH_RETRY_POLICY,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=3.0,
+        broker_heartbeat=30,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+        worker_hijack_root_logger=False,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        enable_utc=True,
+    )
+    return app
+
+
+def publish_job(app: Celery, stage: StageName, job: StageJob) -> None:
+    """Publish one image's job for a stage (persistent message, publish time in a header)."""
+    headers: dict[str, Any] = {PUBLISHED_HEADER: time.time_ns()}
+    app.send_task(
+        task_name(stage),
+        args=[job.model_dump(mode="json")],
+        queue=queue_name(stage),
+        routing_key=queue_name(stage),
+        exchange=EXCHANGE.name,
+        headers=headers,
+        retry=True,
+        retry_policy=PUBLISH_RETRY_POLICY,
+        delivery_mode=2,
+    )

@@ -1,0 +1,252 @@
+"""The stage runtime: consuming, timing, recording and routing, written once for all stages.
+
+A stage is its models plus a `StageDefinition`. For each job the runtime fetches the image
+from Redis, runs the stage's models in order (timing each), records the image's result in
+MongoDB exactly once, and, when both images of the stage are in, makes the stage's
+decision: reject or error ends the transaction; pass publishes the next stage's jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from shared import codes, metrics, transactions
+from shared.aio import LoopThread
+from shared.analysis import IMAGE_SIDES, Face, Image, Model, ModelUnavailable
+from shared.blobstore import AsyncBlobStore, BlobStore
+from shared.imaging import decode_rgb
+from shared.pipeline import StageName, next_stage
+from shared.schema import StageJob
+from shared.settings import Settings
+from shared.storage import PENDING, Store
+
+log = logging.getLogger(__name__)
+
+ModelFactory = Callable[[Settings], Sequence[Model]]
+
+
+@dataclass(frozen=True)
+class StageDefinition:
+    """What makes a stage a stage: its name and how to build its models."""
+
+    name: StageName
+    build_models: ModelFactory
+    #: Stages after the detector analyse the face it chose.
+    needs_face: bool = True
+
+
+@dataclass(frozen=True)
+class ImageAnalysis:
+    verdict: str
+    record: dict[str, Any]
+    model_times: dict[str, float]
+
+
+def _ms(ns: int) -> float:
+    return round(ns / 1e6, 3)
+
+
+def analyze_image(
+    models: Sequence[Model], image: Image, face: Face | None
+) -> tuple[str, dict[str, Any], list[dict[str, Any]], Face | None, dict[str, float]]:
+    """Run a stage's models on one image: (verdict, scores, reasons, face, per-model seconds).
+
+    A model that is not installed is recorded as not run; a model that raises is an error
+    (not a rejection): the stage stops and the transaction ends with an internal error.
+    """
+    scores: dict[str, Any] = {}
+    reasons: list[dict[str, Any]] = []
+    times: dict[str, float] = {}
+    verdict = "pass"
+    for model in models:
+        entry: dict[str, Any] = {"model": model.info.name, "version": model.info.version}
+        started = time.perf_counter_ns()
+        try:
+            result = model.analyze(image, face)
+        except ModelUnavailable as exc:
+            scores[model.key] = {**entry, "status": "not_run", "time_ms": None,
+                                 "values": {}, "error": str(exc)}  # fmt: skip
+            continue
+        except Exception as exc:
+            log.exception("model %s failed", model.key)
+            elapsed = time.perf_counter_ns() - started
+            scores[model.key] = {**entry, "status": "error", "time_ms": _ms(elapsed),
+                                 "values": {}, "error": f"{type(exc).__name__}: {exc}"}  # fmt: skip
+            reasons = [{"code": "model_error", "detail": f"{model.key} failed: {exc}",
+                        "subject": model.key}]  # fmt: skip
+            return "error", scores, reasons, face, times
+        elapsed = time.perf_counter_ns() - started
+        times[model.key] = elapsed / 1e9
+        scores[model.key] = {
+            **entry,
+            "status": "ok",
+            "time_ms": _ms(elapsed),
+            "values": {k: float(v) for k, v in result.scores.items()},
+        }
+        if result.details:
+            scores[model.key]["details"] = dict(result.details)
+        if result.face is not None:
+            face = result.face
+        for rejection in result.rejections:
+            reasons.append(rejection.to_dict())
+            verdict = "reject"
+    return verdict, scores, reasons, face, times
+
+
+class StageRuntime:
+    """One per worker process: owns the models (loaded once, lazily) and the store clients."""
+
+    def __init__(self, definition: StageDefinition, settings: Settings) -> None:
+        self.definition = definition
+        self.stage: StageName = definition.name
+        self.settings = settings
+        self._models: Sequence[Model] | None = None
+        self._models_lock = threading.Lock()
+        self._loop = LoopThread(f"faceval-{self.stage}-loop")
+        self.store: Store = self._loop.run(self._make_store())
+        self.async_blobs: AsyncBlobStore = self._loop.run(self._make_async_blobs())
+        self.blobs = BlobStore(settings.redis_url)
+        self.worker = socket.gethostname()
+
+    async def _make_store(self) -> Store:
+        return Store(self.settings.mongo_url, self.settings.mongo_db)
+
+    async def _make_async_blobs(self) -> AsyncBlobStore:
+        return AsyncBlobStore(self.settings.redis_url)
+
+    def models(self) -> Sequence[Model]:
+        if self._models is None:
+            with self._models_lock:
+                if self._models is None:
+                    started = time.perf_counter()
+                    self._models = self.definition.build_models(self.settings)
+                    elapsed = time.perf_counter() - started
+                    metrics.MODEL_LOAD_SECONDS.labels(stage=self.stage).set(elapsed)
+                    log.info("%s: %d models loaded in %.2f s", self.stage, len(self._models),
+                             elapsed)  # fmt: skip
+        return self._models
+
+    def close(self) -> None:
+        self._loop.run(self.async_blobs.close())
+        self.store.close()
+        self._loop.stop()
+
+    # --- one job ----------------------------------------------------------------------------
+
+    def handle(self, job: StageJob, published_ns: int | None) -> list[StageJob]:
+        """Process one job; returns the next stage's jobs to publish (possibly none).
+
+        Safe to run twice for the same job (redelivery): the image result is written only
+        once, and only the job whose write completed the stage acts on the decision.
+        """
+        started_ns = time.time_ns()
+        queue_ns = max(0, started_ns - published_ns) if published_ns else 0
+        tid, side = job.transaction_id, job.image
+        doc = self._loop.run(self.store.get_transaction(tid))
+        if doc is None or doc["status"] != PENDING:
+            log.info("%s: transaction %s is gone or finished; job dropped", self.stage, tid)
+            return []
+        already = doc.get("stages", {}).get(self.stage, {}).get(side) is not None
+        if not already and not self._analyze_and_record(job, started_ns, queue_ns):
+            return []
+        return self._loop.run(self._advance(tid, side))
+
+    def _analyze_and_record(self, job: StageJob, started_ns: int, queue_ns: int) -> bool:
+        tid, side = job.transaction_id, job.image
+        metrics.JOBS_IN_PROGRESS.labels(stage=self.stage).inc()
+        try:
+            work_started = time.perf_counter_ns()
+            data = self.blobs.get_image(tid, side)
+            if data is None:
+                self._loop.run(transactions.finalize(
+                    self.store, self.async_blobs, tid, codes.IMAGE_EXPIRED,
+                    decided_by=self.stage,
+                    reasons=[{"code": "image_expired", "image": side, "stage": self.stage,
+                              "detail": "The image was no longer in the image store."}],
+                ))  # fmt: skip
+                return False
+            image = decode_rgb(data)
+            decode_ns = time.perf_counter_ns() - work_started
+            face = Face.from_dict(job.face) if job.face else None
+            scores: dict[str, Any] = {}
+            times: dict[str, float] = {}
+            if self.definition.needs_face and face is None:
+                verdict = "error"
+                reasons = [{"code": "missing_face", "subject": None,
+                            "detail": "No face context from the detector."}]  # fmt: skip
+            else:
+                verdict, scores, reasons, face, times = analyze_image(self.models(), image, face)
+            work_ns = time.perf_counter_ns() - work_started
+        finally:
+            metrics.JOBS_IN_PROGRESS.labels(stage=self.stage).dec()
+        record: dict[str, Any] = {
+            "verdict": verdict,
+            "reasons": reasons,
+            "scores": scores,
+            "time_ms": _ms(work_ns),
+            "decode_ms": _ms(decode_ns),
+            "queue_time_ms": _ms(queue_ns),
+            "started_at": datetime.fromtimestamp(started_ns / 1e9, UTC),
+            "worker": self.worker,
+        }
+        if self.stage == "face_detector" and face is not None:
+            record["face"] = face.to_dict()
+        recorded = self._loop.run(self.store.record_image_result(tid, self.stage, side, record))
+        if recorded:
+            # Observed only on the first write, so a redelivered job is never counted twice.
+            labels = {"stage": self.stage, "image": side, "outcome": verdict}
+            metrics.STAGE_QUEUE_SECONDS.labels(**labels).observe(queue_ns / 1e9)
+            metrics.STAGE_EXECUTION_SECONDS.labels(**labels).observe(work_ns / 1e9)
+            metrics.STAGE_JOBS_TOTAL.labels(**labels).inc()
+            for key, seconds in times.items():
+                metrics.MODEL_EXECUTION_SECONDS.labels(
+                    stage=self.stage, model=key, image=side
+                ).observe(seconds)
+        return True
+
+    async def _advance(self, tid: str, side: str) -> list[StageJob]:
+        doc = await self.store.get_transaction(tid)
+        if doc is None or doc["status"] != PENDING:
+            return []
+        stage_doc = doc.get("stages", {}).get(self.stage, {})
+        if any(stage_doc.get(s) is None for s in IMAGE_SIDES):
+            return []  # the other image's job will decide
+        decision = stage_doc.get("decision")
+        if decision is None:
+            decision = {
+                **transactions.stage_decision(self.stage, stage_doc),
+                "by": side,
+                "advanced": False,
+                "decided_at": datetime.now(UTC),
+            }
+            if not await self.store.claim_decision(tid, self.stage, decision):
+                return []
+        elif decision["by"] != side or decision.get("advanced"):
+            # Someone else decides, or this is a redelivery of a job that already acted.
+            return []
+        following = next_stage(self.stage)
+        if decision["outcome"] != "pass" or following is None:
+            await transactions.finalize(
+                self.store,
+                self.async_blobs,
+                tid,
+                transactions.summary_of(decision),
+                decided_by=None if decision["outcome"] == "pass" else self.stage,
+                reasons=decision["reasons"],
+            )
+            return []
+        detector = doc["stages"].get("face_detector", {})
+        return [
+            StageJob(transaction_id=tid, image=s, face=(detector.get(s) or {}).get("face"))
+            for s in IMAGE_SIDES
+        ]
+
+    def mark_advanced(self, tid: str) -> None:
+        self._loop.run(self.store.mark_advanced(tid, self.stage))

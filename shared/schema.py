@@ -1,0 +1,79 @@
+"""Typed shapes that cross process boundaries: stage jobs and the public result."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from shared.analysis import ImageSide
+
+
+class StageJob(BaseModel):
+    """One image of one transaction, for one stage. The image itself stays in Redis."""
+
+    transaction_id: str
+    image: ImageSide
+    #: The face the detector chose, as `Face.to_dict()`; None for the first stage.
+    face: dict[str, Any] | None = None
+
+
+class ModelScores(BaseModel):
+    model: str = Field(description="Name of the model that produced these scores.")
+    version: str
+    status: Literal["ok", "not_run", "error"]
+    time_ms: float | None = None
+    values: dict[str, float | None] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class Reason(BaseModel):
+    code: str = Field(description="Stable reason code, e.g. no_face, accessory_detected.")
+    detail: str
+    subject: str | None = Field(None, description="The metric or accessory concerned.")
+    image: ImageSide | None = None
+    stage: str | None = None
+
+
+class StageImageResult(BaseModel):
+    verdict: Literal["pass", "reject", "error"]
+    time_ms: float
+    queue_time_ms: float
+    scores: dict[str, ModelScores] = Field(default_factory=dict)
+    reasons: list[Reason] = Field(default_factory=list)
+    face: dict[str, Any] | None = None
+
+
+class StageResult(BaseModel):
+    near: StageImageResult | None = None
+    far: StageImageResult | None = None
+
+
+class ValidationResult(BaseModel):
+    transaction_id: str
+    status: Literal["pending", "completed"]
+    summary_code: int | None = Field(None, description="See the summary code catalogue.")
+    summary_status: Literal["accepted", "rejected", "error"] | None = None
+    summary_reason: str | None = None
+    summary_desc: str | None = None
+    http_code: int | None = None
+    total_time_ms: float | None = None
+    decided_by: Literal["face_detector", "accessory", "quality", "pad"] | None = None
+    reasons: list[Reason] = Field(default_factory=list)
+    stages: dict[str, StageResult | None] = Field(default_factory=dict)
+    created_at: datetime
+    finished_at: datetime | None = None
+    status_url: str | None = None
+
+
+class Accepted(BaseModel):
+    transaction_id: str
+    status: Literal["pending", "completed"]
+    status_url: str
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable error code; see the error catalogue.")
+    message: str
+    detail: dict[str, Any] | None = None

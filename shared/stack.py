@@ -1,0 +1,237 @@
+"""Bringing the whole stack up on one machine: `faceval up`, `faceval demo` and the tests.
+
+Uses RabbitMQ and Redis where they already run (starting them if their programs are
+installed), starts the embedded MongoDB-wire server when no MongoDB URL is configured and
+none answers, then runs the gateway and the four workers as separate processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import httpx
+import pika
+
+from shared.pipeline import METRICS_PORT, STAGES, StageName, queue_name
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class StackError(RuntimeError):
+    """The stack could not be brought up; the message says what to do."""
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
+        return True
+    return False
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if port_open(host, port):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _host_port(url: str, default_port: int) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or default_port
+
+
+def _venv_program(name: str) -> str | None:
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else shutil.which(name)
+
+
+def pika_url(broker_url: str) -> str:
+    """Kombu writes the default vhost as `//`; pika wants it percent-encoded."""
+    parts = urlsplit(broker_url)
+    vhost = parts.path[1:] if parts.path not in ("", "/") else "/"
+    return parts._replace(path="/" + quote(vhost, safe="")).geturl()
+
+
+def queue_consumers(broker_url: str) -> dict[str, int]:
+    """Consumers per stage queue, read with a passive declare (raw AMQP is enough here)."""
+    params = pika.URLParameters(pika_url(broker_url))
+    params.socket_timeout = 3
+    params.blocked_connection_timeout = 3
+    connection = pika.BlockingConnection(params)
+    try:
+        channel = connection.channel()
+        counts: dict[str, int] = {}
+        for stage in STAGES:
+            try:
+                ok = channel.queue_declare(queue_name(stage), passive=True)
+                counts[stage] = int(ok.method.consumer_count)
+            except pika.exceptions.ChannelClosedByBroker:
+                counts[stage] = 0
+                channel = connection.channel()
+        return counts
+    finally:
+        connection.close()
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    port: int
+    state_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    metrics_ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    # --- infrastructure ------------------------------------------------------------------
+
+    def ensure_infrastructure(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._ensure_rabbitmq()
+        self._ensure_redis()
+        self._ensure_mongo()
+
+    def _ensure_rabbitmq(self) -> None:
+        host, port = _host_port(self.settings.broker_url, 5672)
+        if port_open(host, port):
+            return
+        program = shutil.which("rabbitmq-server")
+        if program is None or host not in ("127.0.0.1", "localhost"):
+            raise StackError(
+                f"RabbitMQ is not reachable at {host}:{port}. Start it, set FACEVAL_BROKER_URL, "
+                "or install it: apt-get install -y rabbitmq-server"
+            )
+        log.info("starting RabbitMQ")
+        with open(self.log_dir / "rabbitmq-start.log", "wb") as out:
+            # Its CLI can keep a pipe open through an Erlang child: never pipe it.
+            subprocess.run([program, "-detached"], stdout=out, stderr=out, timeout=60, check=False)
+        if not wait_for_port(host, port, 90):
+            raise StackError("RabbitMQ did not start within 90 s; see rabbitmq-start.log")
+
+    def _ensure_redis(self) -> None:
+        host, port = _host_port(self.settings.redis_url, 6379)
+        if port_open(host, port):
+            return
+        program = shutil.which("redis-server")
+        if program is None or host not in ("127.0.0.1", "localhost"):
+            raise StackError(
+                f"Redis is not reachable at {host}:{port}. Start it, set FACEVAL_REDIS_URL, "
+                "or install it: apt-get install -y redis-server"
+            )
+        log.info("starting Redis")
+        subprocess.run(
+            [program, "--daemonize", "yes", "--bind", host, "--port", str(port),
+             "--save", "", "--appendonly", "no"],
+            check=True, timeout=30, capture_output=True,
+        )  # fmt: skip
+        if not wait_for_port(host, port, 30):
+            raise StackError("Redis did not start within 30 s")
+
+    def _ensure_mongo(self) -> None:
+        host, port = _host_port(self.settings.mongo_url, 27017)
+        if port_open(host, port):
+            return
+        if "FACEVAL_MONGO_URL" in os.environ:
+            raise StackError(f"MongoDB is not reachable at {self.settings.mongo_url}")
+        program = _venv_program("secantusd-py")
+        if program is None:
+            raise StackError(
+                "No MongoDB is reachable and the embedded server is not installed: "
+                "pip install 'faceval[embedded]' or set FACEVAL_MONGO_URL."
+            )
+        storage = self.state_dir / "mongo"
+        storage.mkdir(parents=True, exist_ok=True)
+        log.info("starting the embedded MongoDB-wire server on %s:%d", host, port)
+        self._spawn(
+            "mongo",
+            [program, "--host", host, "--port", str(port), "--storage-path", str(storage)],
+        )
+        if not wait_for_port(host, port, 60):
+            raise StackError("the embedded MongoDB-wire server did not start; see mongo.log")
+
+    # --- FaceVal processes -----------------------------------------------------------------
+
+    def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> None:
+        env = {**os.environ, **self.env, **(extra_env or {})}
+        out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        self.processes[name] = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+
+    def start_worker(self, stage: StageName) -> None:
+        port = METRICS_PORT[stage]
+        if port_open("127.0.0.1", port):
+            port = free_port()  # another stack on this machine has the default
+        self.metrics_ports[stage] = port
+        self._spawn(stage, [sys.executable, "-m", f"services.{stage}"],
+                    {"FACEVAL_METRICS_PORT": str(port)})  # fmt: skip
+
+    def start_services(self) -> None:
+        self.env.setdefault("FACEVAL_PORT", str(self.port))
+        for stage in STAGES:
+            self.start_worker(stage)
+        self._spawn("gateway", [sys.executable, "-m", "gateway"])
+
+    def wait_ready(self, seconds: float = 120.0) -> None:
+        deadline = time.monotonic() + seconds
+        last = "not started"
+        while time.monotonic() < deadline:
+            for name, proc in self.processes.items():
+                if proc.poll() is not None:
+                    raise StackError(
+                        f"{name} exited with {proc.returncode}; see {self.log_dir / name}.log"
+                    )
+            try:
+                ready = httpx.get(f"{self.url}/readyz", timeout=3).status_code == 200
+                consumers = queue_consumers(self.settings.broker_url)
+                if ready and all(consumers.values()):
+                    return
+                last = f"gateway ready={ready}, consumers={consumers}"
+            except Exception as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.5)
+        raise StackError(f"the stack was not ready within {seconds:.0f} s ({last})")
+
+    def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        proc = self.processes.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+    def stop(self) -> None:
+        # The gateway and workers first, the database they write to last.
+        for name in [n for n in self.processes if n != "mongo"]:
+            self.stop_process(name)
+        self.stop_process("mongo")

@@ -1,0 +1,139 @@
+"""The life of a transaction document: how it starts, how a stage decides, how it ends.
+
+Used by the gateway (creation, sweeping stale ones to timeout) and by every worker
+(decisions, finalisation), so each rule lives here once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from shared import codes, metrics
+from shared.analysis import IMAGE_SIDES
+from shared.blobstore import AsyncBlobStore
+from shared.codes import Summary
+from shared.storage import PENDING, Doc, Store
+
+log = logging.getLogger(__name__)
+
+
+def new_transaction(
+    *,
+    transaction_id: str,
+    client_id: str,
+    client_name: str,
+    user_name: str,
+    documento: str,
+    process_guid: str | None,
+    client_reference: str | None,
+    service: str,
+    api_hash: str,
+    images: Mapping[str, Mapping[str, Any]],
+    expires_at: datetime | None,
+) -> Doc:
+    now_ns = time.time_ns()
+    return {
+        "_id": transaction_id,
+        "file_token": transaction_id,
+        "status": PENDING,
+        "client_id": client_id,
+        "convenio": client_id,
+        "client_name": client_name,
+        "user_name": user_name,
+        "documento": documento,
+        "procesoConvenioGuid": process_guid,
+        "client_reference": client_reference,
+        "service": service,
+        "api_hash": api_hash,
+        "images": {side: dict(info) for side, info in images.items()},
+        "stages": {},
+        "created_at": datetime.fromtimestamp(now_ns / 1e9, UTC),
+        "created_ns": now_ns,
+        "expires_at": expires_at,
+        "finished_at": None,
+    }
+
+
+def stage_decision(stage: str, results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Combine the near and far results of one stage: any error wins, then any rejection."""
+    reasons: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    for side in IMAGE_SIDES:
+        result = results[side]
+        for reason in result.get("reasons", []):
+            entry = {**reason, "image": side, "stage": stage}
+            (errors if result["verdict"] == "error" else reasons).append(entry)
+    if errors:
+        return {"outcome": "error", "reasons": errors}
+    if reasons:
+        return {"outcome": "reject", "reasons": reasons}
+    return {"outcome": "pass", "reasons": []}
+
+
+def summary_of(decision: Mapping[str, Any]) -> Summary:
+    if decision["outcome"] == "error":
+        return codes.INTERNAL_ERROR
+    if decision["outcome"] == "reject":
+        return codes.summary_for_rejections([r["code"] for r in decision["reasons"]])
+    return codes.ACCEPTED
+
+
+async def finalize(
+    store: Store,
+    blobs: AsyncBlobStore,
+    transaction_id: str,
+    summary: Summary,
+    *,
+    decided_by: str | None,
+    reasons: Sequence[Mapping[str, Any]] = (),
+) -> Doc | None:
+    """End a pending transaction once; None if something else had already ended it."""
+    doc = await store.get_transaction(transaction_id)
+    if doc is None or doc["status"] != PENDING:
+        return None
+    now_ns = time.time_ns()
+    total_ms = (now_ns - int(doc["created_ns"])) / 1e6
+    final = await store.finalize(
+        transaction_id,
+        {
+            "summary_code": summary.code,
+            "summary_status": str(summary.status),
+            "summary_reason": summary.reason,
+            "summary_desc": summary.description,
+            "http_code": summary.http_code,
+            "total_time_ms": round(total_ms, 3),
+            "decided_by": decided_by,
+            "reasons": [dict(r) for r in reasons],
+            "finished_at": datetime.fromtimestamp(now_ns / 1e9, UTC),
+        },
+    )
+    # Images never outlive their transaction, whoever ended it.
+    await blobs.delete_images(transaction_id)
+    if final is not None:
+        metrics.VALIDATIONS_TOTAL.labels(
+            status=str(summary.status), reason=summary.reason, client=str(doc["client_id"])
+        ).inc()
+        metrics.VALIDATION_SECONDS.labels(status=str(summary.status)).observe(total_ms / 1000)
+        await blobs.announce_done(transaction_id)
+        log.info(
+            "transaction %s ended: %s (%s) in %.1f ms",
+            transaction_id,
+            summary.reason,
+            decided_by,
+            total_ms,
+        )
+    return final
+
+
+async def sweep_stale(store: Store, blobs: AsyncBlobStore, deadline_seconds: float) -> int:
+    """Time out transactions that stopped progressing, so none stays pending forever."""
+    cutoff = datetime.fromtimestamp(time.time() - deadline_seconds, UTC)
+    swept = 0
+    for transaction_id in await store.stale_pending(cutoff):
+        if await finalize(store, blobs, transaction_id, codes.TIMEOUT, decided_by=None):
+            swept += 1
+    return swept

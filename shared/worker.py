@@ -1,0 +1,110 @@
+"""A stage's Celery worker process: its task, its /metrics endpoint, and how it starts."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, Task
+from celery.signals import worker_ready, worker_shutdown
+from kombu.exceptions import OperationalError
+from prometheus_client import start_http_server
+from pymongo.errors import PyMongoError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared.messaging import PUBLISHED_HEADER, make_celery, publish_job
+from shared.pipeline import METRICS_PORT, next_stage, queue_name, task_name
+from shared.runtime import StageDefinition, StageRuntime
+from shared.schema import StageJob
+from shared.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+#: Infrastructure failures are retried with backoff; the job is not acknowledged as done
+#: until its result is recorded. Analyzer failures are not retried: they are recorded.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    PyMongoError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    TimeoutError,
+    OperationalError,
+)
+MAX_TRANSIENT_RETRIES = 8
+
+
+def published_ns_of(request: Any) -> int | None:
+    value = getattr(request, PUBLISHED_HEADER, None)
+    if value is None:
+        value = (getattr(request, "headers", None) or {}).get(PUBLISHED_HEADER)
+    return int(value) if value is not None else None
+
+
+def create_worker_app(definition: StageDefinition, settings: Settings) -> Celery:
+    stage = definition.name
+    app = make_celery(settings, name=f"faceval-{stage}")
+    runtime: StageRuntime | None = None
+
+    def get_runtime() -> StageRuntime:
+        nonlocal runtime
+        if runtime is None:
+            runtime = StageRuntime(definition, settings)
+        return runtime
+
+    @app.task(name=task_name(stage), bind=True, max_retries=MAX_TRANSIENT_RETRIES)  # type: ignore[untyped-decorator]
+    def analyze(self: Task, payload: dict[str, Any]) -> None:
+        job = StageJob.model_validate(payload)
+        rt = get_runtime()
+        try:
+            follow_ups = rt.handle(job, published_ns_of(self.request))
+            following = next_stage(stage)
+            if follow_ups and following is not None:
+                for follow_up in follow_ups:
+                    publish_job(app, following, follow_up)
+                rt.mark_advanced(job.transaction_id)
+        except TRANSIENT_ERRORS as exc:
+            delay = min(30.0, 0.5 * 2 ** int(self.request.retries))
+            log.warning("%s: transient failure (%s); retry in %.1f s", stage, exc, delay)
+            raise self.retry(exc=exc, countdown=delay) from exc
+
+    @worker_ready.connect  # type: ignore[untyped-decorator]
+    def _preload(**_: Any) -> None:
+        # Load models before the first job so its queue time is not the model load time.
+        get_runtime().models()
+
+    @worker_shutdown.connect  # type: ignore[untyped-decorator]
+    def _close(**_: Any) -> None:
+        if runtime is not None:
+            runtime.close()
+
+    return app
+
+
+def run_worker(definition: StageDefinition, settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = create_worker_app(definition, settings)
+    port = settings.metrics_port or METRICS_PORT[definition.name]
+    start_http_server(port, addr="0.0.0.0")
+    log.info("%s worker: metrics on :%d, consuming %s", definition.name, port,
+             queue_name(definition.name))  # fmt: skip
+    app.worker_main(
+        [
+            "worker",
+            "--queues",
+            queue_name(definition.name),
+            "--pool",
+            "threads",
+            "--concurrency",
+            str(settings.worker_concurrency),
+            "--hostname",
+            f"{definition.name}@%h",
+            "--loglevel",
+            settings.log_level,
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+    )
