@@ -59,10 +59,12 @@ class Client:
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": ", ".join(
-        e.code for e in codes.UPLOAD_ERRORS if e.http_status == status)}
+    status: {
+        "model": ErrorBody,
+        "description": ", ".join(e.code for e in codes.UPLOAD_ERRORS if e.http_status == status),
+    }
     for status in sorted({e.http_status for e in codes.UPLOAD_ERRORS})
-}  # fmt: skip
+}
 
 
 def deps(request: Request) -> Deps:
@@ -87,9 +89,13 @@ async def client(d: DepsDep, x_api_key: Annotated[str | None, Header()] = None) 
 ClientDep = Annotated[Client, Depends(client)]
 WaitQuery = Annotated[
     float,
-    Query(ge=0, le=300, description="Wait up to this many seconds (capped by the server's "
-          "limit, 30 s by default) for the final result."),
-]  # fmt: skip
+    Query(
+        ge=0,
+        le=300,
+        description="Wait up to this many seconds (capped by the server's "
+        "limit, 30 s by default) for the final result.",
+    ),
+]
 
 
 def _catalogue_markdown() -> str:
@@ -103,7 +109,8 @@ def _catalogue_markdown() -> str:
     return (
         "Validates a near and a far selfie of one person through face detection, accessory,"
         " quality and presentation-attack stages; the first stage that rejects decides.\n\n"
-        "### Summary codes\n| code | reason | status | http_code | meaning |\n|---|---|---|---|---|\n"
+        "### Summary codes\n| code | reason | status | http_code | meaning |\n"
+        "|---|---|---|---|---|\n"
         f"{rows}\n\n### Error codes\n| code | HTTP | meaning |\n|---|---|---|\n{errors}\n"
     )
 
@@ -152,11 +159,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if request.method == "POST" and length and length.isdigit() and int(length) > limit:
             # Refused before the body is read: nothing large is parsed or spooled.
             response: Response = JSONResponse(
-                ErrorBody(code="file_too_large",
-                          message=f"The request body is larger than {limit} bytes.").model_dump(
-                    exclude_none=True),
+                ErrorBody(
+                    code="file_too_large", message=f"The request body is larger than {limit} bytes."
+                ).model_dump(exclude_none=True),
                 status_code=413,
-            )  # fmt: skip
+            )
             metrics.UPLOADS_REJECTED_TOTAL.labels(code="file_too_large").inc()
         else:
             response = await call_next(request)
@@ -176,7 +183,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             200: {"model": ValidationResult, "description": "Finished within `wait`."},
             202: {"model": Accepted, "description": "Accepted; poll the status URL."},
             **ERROR_RESPONSES,
-        },  # fmt: skip
+        },
         summary="Submit a near and a far selfie for validation",
     )
     async def submit(
@@ -185,13 +192,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         who: ClientDep,
         near: Annotated[UploadFile, File(description="Selfie taken near the camera.")],
         far: Annotated[UploadFile, File(description="Selfie taken far from the camera.")],
-        user_id: Annotated[str, Form(min_length=1, max_length=128,
-                                     description="End user's identifier (document number).")],
-        process_guid: Annotated[str | None, Form(
-            description="The client's agreement process GUID (procesoConvenioGuid).")] = None,
+        user_id: Annotated[
+            str,
+            Form(
+                min_length=1, max_length=128, description="End user's identifier (document number)."
+            ),
+        ],
+        process_guid: Annotated[
+            str | None,
+            Form(description="The client's agreement process GUID (procesoConvenioGuid)."),
+        ] = None,
         client_reference: Annotated[str | None, Form(max_length=128)] = None,
         wait: WaitQuery = 0.0,
-    ) -> Response:  # fmt: skip
+    ) -> Response:
         if process_guid:
             try:
                 process_guid = str(uuid.UUID(process_guid))
@@ -203,9 +216,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raw = await upload.read(d.settings.max_upload_bytes + 1)
             try:
                 checked[side] = await run_in_threadpool(
-                    inspect_upload, raw, max_bytes=d.settings.max_upload_bytes,
-                    max_pixels=d.settings.max_image_pixels, min_side=d.settings.min_image_side,
-                )  # fmt: skip
+                    inspect_upload,
+                    raw,
+                    max_bytes=d.settings.max_upload_bytes,
+                    max_pixels=d.settings.max_image_pixels,
+                    min_side=d.settings.min_image_side,
+                )
             except ImageRejected as exc:
                 raise ApiError(exc.code, f"{side}: {exc.message}", detail={"image": side}) from exc
             data[side] = raw
@@ -224,7 +240,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             images={
                 s: {"width": c.width, "height": c.height, "format": c.format, "bytes": c.size_bytes}
                 for s, c in checked.items()
-            },  # fmt: skip
+            },
             expires_at=None,
         )
         doc["expires_at"] = expiry(doc["created_at"], d.settings.retention_days)
@@ -240,8 +256,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await d.blobs.delete_images(tid)
             raise ApiError("service_unavailable", headers={"Retry-After": "5"}) from exc
         status_url = str(request.url_for("get_validation", transaction_id=tid))
-        return await _respond(d, tid, who, min(wait, d.settings.max_wait_seconds), status_url,
-                              created=True)  # fmt: skip
+        return await _respond(
+            d, tid, who, min(wait, d.settings.max_wait_seconds), status_url, created=True
+        )
 
     @app.get(
         "/v1/validations/{transaction_id}",
@@ -260,15 +277,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def code_catalogue() -> dict[str, Any]:
         return {
             "summary_codes": [
-                {"code": s.code, "reason": s.reason, "status": str(s.status),
-                 "http_code": s.http_code, "description": s.description}
+                {
+                    "code": s.code,
+                    "reason": s.reason,
+                    "status": str(s.status),
+                    "http_code": s.http_code,
+                    "description": s.description,
+                }
                 for s in codes.SUMMARIES
             ],
             "error_codes": [
                 {"code": e.code, "http_status": e.http_status, "message": e.message}
                 for e in codes.UPLOAD_ERRORS
             ],
-        }  # fmt: skip
+        }
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

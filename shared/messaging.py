@@ -27,15 +27,17 @@ EXCHANGE = Exchange("faceval", type="direct", durable=True)
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2}
 
 
-def stage_queue(stage: StageName) -> Queue:
-    return Queue(queue_name(stage), EXCHANGE, routing_key=queue_name(stage), durable=True)
+def stage_queue(stage: StageName, prefix: str) -> Queue:
+    name = queue_name(stage, prefix)
+    return Queue(name, EXCHANGE, routing_key=name, durable=True)
 
 
 def make_celery(settings: Settings, name: str = "faceval") -> Celery:
     app = Celery(name, broker=settings.broker_url, set_as_current=False)
     app.conf.update(
-        task_queues=[stage_queue(s) for s in STAGES],
-        task_routes={task_name(s): {"queue": queue_name(s)} for s in STAGES},
+        task_queues=[stage_queue(s, settings.queue_prefix) for s in STAGES],
+        task_routes={task_name(s): {"queue": queue_name(s, settings.queue_prefix)} for s in STAGES},
+        faceval_queue_prefix=settings.queue_prefix,
         task_default_exchange=EXCHANGE.name,
         task_serializer="json",
         accept_content=["json"],
@@ -59,12 +61,13 @@ def make_celery(settings: Settings, name: str = "faceval") -> Celery:
 
 def publish_job(app: Celery, stage: StageName, job: StageJob) -> None:
     """Publish one image's job for a stage (persistent message, publish time in a header)."""
+    queue = queue_name(stage, app.conf.faceval_queue_prefix)
     headers: dict[str, Any] = {PUBLISHED_HEADER: time.time_ns()}
     app.send_task(
         task_name(stage),
         args=[job.model_dump(mode="json")],
-        queue=queue_name(stage),
-        routing_key=queue_name(stage),
+        queue=queue,
+        routing_key=queue,
         exchange=EXCHANGE.name,
         headers=headers,
         retry=True,

@@ -24,8 +24,8 @@ METRICS_PORT: Final[dict[StageName, int]] = {
 }
 
 
-def queue_name(stage: StageName) -> str:
-    return f"faceval.{stage}"
+def queue_name(stage: StageName, prefix: str = "faceval") -> str:
+    return f"{prefix}.{stage}"
 
 
 def task_name(stage: StageName) -> str:

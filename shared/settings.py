@@ -24,7 +24,12 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     mongo_url: str = "mongodb://127.0.0.1:27017/"
     mongo_db: str = "faceval"
-    #: Where `faceval up` keeps the embedded MongoDB-wire server's files.
+    #: Stage queues are `<prefix>.<stage>`: lets environments share one RabbitMQ vhost.
+    queue_prefix: str = "faceval"
+    #: `faceval up` starts the embedded MongoDB-wire server (secantusdb) when the MongoDB URL
+    #: points at this machine and nothing answers there. Production sets this false.
+    embedded_mongo: bool = True
+    #: Where `faceval up` keeps logs, samples and the embedded server's files.
     state_dir: Path = Path(".faceval")
 
     # --- gateway ------------------------------------------------------------------------

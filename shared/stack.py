@@ -71,7 +71,7 @@ def pika_url(broker_url: str) -> str:
     return parts._replace(path="/" + quote(vhost, safe="")).geturl()
 
 
-def queue_consumers(broker_url: str) -> dict[str, int]:
+def queue_consumers(broker_url: str, prefix: str = "faceval") -> dict[str, int]:
     """Consumers per stage queue, read with a passive declare (raw AMQP is enough here)."""
     params = pika.URLParameters(pika_url(broker_url))
     params.socket_timeout = 3
@@ -82,7 +82,7 @@ def queue_consumers(broker_url: str) -> dict[str, int]:
         counts: dict[str, int] = {}
         for stage in STAGES:
             try:
-                ok = channel.queue_declare(queue_name(stage), passive=True)
+                ok = channel.queue_declare(queue_name(stage, prefix), passive=True)
                 counts[stage] = int(ok.method.consumer_count)
             except pika.exceptions.ChannelClosedByBroker:
                 counts[stage] = 0
@@ -158,7 +158,7 @@ class Stack:
         host, port = _host_port(self.settings.mongo_url, 27017)
         if port_open(host, port):
             return
-        if "FACEVAL_MONGO_URL" in os.environ:
+        if not self.settings.embedded_mongo or host not in ("127.0.0.1", "localhost"):
             raise StackError(f"MongoDB is not reachable at {self.settings.mongo_url}")
         program = _venv_program("secantusd-py")
         if program is None:
@@ -210,7 +210,7 @@ class Stack:
                     )
             try:
                 ready = httpx.get(f"{self.url}/readyz", timeout=3).status_code == 200
-                consumers = queue_consumers(self.settings.broker_url)
+                consumers = queue_consumers(self.settings.broker_url, self.settings.queue_prefix)
                 if ready and all(consumers.values()):
                     return
                 last = f"gateway ready={ready}, consumers={consumers}"

@@ -89,12 +89,12 @@ def run_worker(definition: StageDefinition, settings: Settings | None = None) ->
     port = settings.metrics_port or METRICS_PORT[definition.name]
     start_http_server(port, addr="0.0.0.0")
     log.info("%s worker: metrics on :%d, consuming %s", definition.name, port,
-             queue_name(definition.name))  # fmt: skip
+             queue_name(definition.name, settings.queue_prefix))  # fmt: skip
     app.worker_main(
         [
             "worker",
             "--queues",
-            queue_name(definition.name),
+            queue_name(definition.name, settings.queue_prefix),
             "--pool",
             "threads",
             "--concurrency",

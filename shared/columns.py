@@ -1,0 +1,166 @@
+"""The analysts' columns, read off a transaction document: one function, one definition.
+
+The first block is exactly the analysts' list, in their order; columns this project adds
+follow with the same naming pattern. A stage or model that did not run gives None (null),
+never 0: early termination is not zero time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shared.analysis import IMAGE_SIDES
+
+Getter = Callable[[Mapping[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    description: str
+    get: Getter
+
+
+def _path(doc: Mapping[str, Any], *keys: str) -> Any:
+    node: Any = doc
+    for key in keys:
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(key)
+    return node
+
+
+def _top(field: str) -> Getter:
+    return lambda doc: doc.get(field)
+
+
+def _image_size(img: str, dim: str) -> Getter:
+    return lambda doc: _path(doc, "images", img, dim)
+
+
+def _stage(stage: str, img: str, field: str) -> Getter:
+    return lambda doc: _path(doc, "stages", stage, img, field)
+
+
+def _model_value(stage: str, img: str, model: str, value: str) -> Getter:
+    return lambda doc: _path(doc, "stages", stage, img, "scores", model, "values", value)
+
+
+def _model_time(stage: str, img: str, model: str) -> Getter:
+    return lambda doc: _path(doc, "stages", stage, img, "scores", model, "time_ms")
+
+
+def _model_queue(stage: str, img: str, model: str) -> Getter:
+    # Models of one stage share its job, so a model's queue time is the job's, when it ran.
+    def get(doc: Mapping[str, Any]) -> Any:
+        if _path(doc, "stages", stage, img, "scores", model, "status") != "ok":
+            return None
+        return _path(doc, "stages", stage, img, "queue_time_ms")
+
+    return get
+
+
+def _per_image(
+    build: Callable[[str, str], list[Column]],
+) -> list[Column]:
+    """Expand one analysts' row: its near_img columns, then its far_img columns."""
+    return [col for img in IMAGE_SIDES for col in build(img, f"{img}_img")]
+
+
+def _score(stage: str, model: str, value: str, label: str, what: str) -> list[Column]:
+    def build(img: str, tag: str) -> list[Column]:
+        return [Column(f"{label}_{tag}", "double", what, _model_value(stage, img, model, value))]
+
+    return _per_image(build)
+
+
+def _times(stage: str, model: str | None, label: str, queue: bool = True) -> list[Column]:
+    def build(img: str, tag: str) -> list[Column]:
+        if model is None:
+            run, wait = _stage(stage, img, "time_ms"), _stage(stage, img, "queue_time_ms")
+        else:
+            run, wait = _model_time(stage, img, model), _model_queue(stage, img, model)
+        cols = [Column(f"time_ms_{label}_{tag}", "ms", f"{label} execution time", run)]
+        if queue:
+            cols.append(Column(f"queue_time_ms_{label}_{tag}", "ms", f"{label} queue time", wait))
+        return cols
+
+    return _per_image(build)
+
+
+CLASSIC = ("sharpness", "colorfulness", "contrast", "brightness", "blur_score", "svd_score")
+PAD_MODELS = ("as_35_selfies", "ibeta2_crops", "ibeta2_full", "ibeta2_clip", "as_heuristics")
+
+ANALYST_COLUMNS: list[Column] = [
+    Column("api_hash", "string", "API version of the gateway that served it", _top("api_hash")),
+    Column("user_name", "string", "end user (keyed hash)", _top("user_name")),
+    Column("file_token", "string", "unique identifier of the transaction", _top("file_token")),
+    Column("service", "string", "API endpoint consumed", _top("service")),
+    Column("summary_code", "int", "summary response code", _top("summary_code")),
+    Column("summary_status", "string", "summary status", _top("summary_status")),
+    Column("summary_desc", "string", "summary description", _top("summary_desc")),
+    Column("http_code", "int", "HTTP code of the transaction", _top("http_code")),
+    Column("total_time_ms", "ms", "total transaction time", _top("total_time_ms")),
+    Column("date", "datetime", "date and time of the transaction", _top("created_at")),
+    Column("procesoConvenioGuid", "string", "client's agreement process GUID",
+           _top("procesoConvenioGuid")),
+    Column("convenio", "string", "agreement (client) id", _top("convenio")),
+    Column("documento", "string", "end user's document id (keyed hash)", _top("documento")),
+    *_per_image(lambda img, tag: [
+        Column(f"img_size_{tag}_{dim}", "px", f"image {dim}", _image_size(img, dim))
+        for dim in ("width", "height")
+    ]),
+    *_per_image(lambda img, tag: [
+        Column(f"score_liqe_{tag}", "double", "LIQE quality score",
+               _model_value("quality", img, "liqe", "score")),
+        Column(f"score_topiq_{tag}", "double", "TOPIQ quality score",
+               _model_value("quality", img, "topiq", "score")),
+    ]),
+    *[col for metric in CLASSIC for col in _score(
+        "quality", "classic_metrics", metric, f"score_{metric}_classic_metrics",
+        f"classic {metric}")],
+    *_per_image(lambda img, tag: [
+        Column(f"prob_{model}_{tag}", "double", f"PAD {model} probability",
+               _model_value("pad", img, model, "prob")) for model in PAD_MODELS[:1]
+    ]),
+    *_per_image(lambda img, tag: [
+        Column(f"prob_{model}_{tag}", "double", f"PAD {model} probability",
+               _model_value("pad", img, model, "prob")) for model in PAD_MODELS[1:4]
+    ]),
+    *_score("pad", "as_heuristics", "prob", "prob_as_heuristics", "heuristic PAD probability"),
+    *_times("face_detector", None, "face_detector"),
+    *_times("accessory", None, "accessory_detector"),
+    *_times("quality", "liqe", "liqe"),
+    *_times("quality", "topiq", "topiq"),
+    *_times("quality", "classic_metrics", "classic_metrics", queue=False),
+    *[col for model in PAD_MODELS[:4] for col in _times("pad", model, model)],
+]  # fmt: skip
+
+EXTRA_COLUMNS: list[Column] = [
+    Column("summary_reason", "string", "summary reason code", _top("summary_reason")),
+    Column("decided_by", "string", "stage that ended it (null when accepted)", _top("decided_by")),
+    *_times("quality", None, "quality"),
+    *_times("pad", None, "pad"),
+    *_times("pad", "as_heuristics", "as_heuristics"),
+    *[col for value in ("face_count", "face_score", "face_width_px", "face_height_px",
+                        "face_area_ratio")
+      for col in _score("face_detector", "face_detector", value,
+                        f"score_{value}_face_detector", f"face detector {value}")],
+    *[col for value in ("sunglasses", "glasses", "face_mask", "hat")
+      for col in _score("accessory", "accessory_detector", value,
+                        f"score_{value}_accessory_detector", f"{value} score")],
+    *[col for value in ("moire", "specular", "texture", "color", "border")
+      for col in _score("pad", "as_heuristics", value, f"score_{value}_as_heuristics",
+                        f"PAD heuristic {value} component")],
+]  # fmt: skip
+
+COLUMNS: list[Column] = [*ANALYST_COLUMNS, *EXTRA_COLUMNS]
+COLUMN_NAMES: list[str] = [c.name for c in COLUMNS]
+
+
+def analyst_row(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Flatten one transaction document into the analysts' columns (in order)."""
+    return {column.name: column.get(doc) for column in COLUMNS}

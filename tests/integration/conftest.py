@@ -1,0 +1,149 @@
+"""A session-wide real stack: RabbitMQ and Redis (found or started), a fresh secantusdb
+MongoDB-wire server, and the real gateway and four workers as separate processes.
+
+Queues get a unique prefix and MongoDB a fresh server, so a stack a developer runs on the
+same machine is never disturbed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pika
+import pytest
+
+from shared.pipeline import STAGES, queue_name
+from shared.settings import Settings, get_settings
+from shared.stack import Stack, free_port, pika_url
+from shared.storage import Doc, Store
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class ApiClient:
+    name: str
+    key: str
+    http: httpx.Client
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    state = tmp_path_factory.mktemp("stack")
+    port = free_port()
+    env = {
+        "FACEVAL_MONGO_URL": f"mongodb://127.0.0.1:{free_port()}/",
+        "FACEVAL_MONGO_DB": "faceval_test",
+        "FACEVAL_QUEUE_PREFIX": f"faceval-test-{uuid.uuid4().hex[:8]}",
+        "FACEVAL_STATE_DIR": str(state),
+        "FACEVAL_PORT": str(port),
+        "FACEVAL_SWEEP_INTERVAL_SECONDS": "1",
+        "FACEVAL_TRANSACTION_DEADLINE_SECONDS": "90",
+    }
+    patch = pytest.MonkeyPatch()
+    for key, value in env.items():
+        patch.setenv(key, value)
+    get_settings.cache_clear()
+    settings = Settings()
+    stack = Stack(settings=settings, port=port, state_dir=state)
+    try:
+        stack.ensure_infrastructure()
+        stack.start_services()
+        stack.wait_ready()
+        yield stack
+    finally:
+        stack.stop()
+        _delete_queues(settings)
+        patch.undo()
+        get_settings.cache_clear()
+
+
+def _delete_queues(settings: Settings) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(pika_url(settings.broker_url)))
+    try:
+        channel = connection.channel()
+        for stage in STAGES:
+            channel.queue_delete(queue_name(stage, settings.queue_prefix))
+    finally:
+        connection.close()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from shared.cli import main; main()", *args],
+        capture_output=True, text=True, timeout=60, env=os.environ.copy(), check=False,
+    )  # fmt: skip
+
+
+def _client(stack: Stack, name: str) -> ApiClient:
+    done = _cli("client", "create", name)
+    assert done.returncode == 0, done.stderr
+    key = done.stdout.strip().splitlines()[-1]
+    http = httpx.Client(base_url=stack.url, headers={"X-API-Key": key}, timeout=60)
+    return ApiClient(name=name, key=key, http=http)
+
+
+@pytest.fixture(scope="session")
+def client_a(stack: Stack) -> Iterator[ApiClient]:
+    client = _client(stack, f"bank-a-{uuid.uuid4().hex[:6]}")
+    yield client
+    client.http.close()
+
+
+@pytest.fixture(scope="session")
+def client_b(stack: Stack) -> Iterator[ApiClient]:
+    client = _client(stack, f"bank-b-{uuid.uuid4().hex[:6]}")
+    yield client
+    client.http.close()
+
+
+def submit(
+    client: ApiClient, near: bytes, far: bytes, wait: float = 30, **form: str
+) -> httpx.Response:
+    files = {"near": ("near.jpg", near, "image/jpeg"), "far": ("far.jpg", far, "image/jpeg")}
+    return client.http.post(
+        "/v1/validations", params={"wait": wait}, files=files,
+        data={"user_id": "12345678", **form},
+    )  # fmt: skip
+
+
+def wait_final(client: ApiClient, transaction_id: str, seconds: float = 90) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    while True:
+        body: dict[str, Any] = client.http.get(
+            f"/v1/validations/{transaction_id}", params={"wait": 10}
+        ).json()
+        if body["status"] == "completed" or time.monotonic() > deadline:
+            return body
+
+
+@pytest.fixture
+def read_doc(stack: Stack) -> Callable[[str], Doc | None]:
+    """Read a transaction document straight from MongoDB, as the ETL would."""
+
+    def read(transaction_id: str) -> Doc | None:
+        async def go() -> Doc | None:
+            store = Store(stack.settings.mongo_url, stack.settings.mongo_db)
+            try:
+                return await store.get_transaction(transaction_id)
+            finally:
+                store.close()
+
+        return asyncio.run(go())
+
+    return read
+
+
+@pytest.fixture
+def log_dir(stack: Stack) -> Path:
+    return stack.log_dir
