@@ -92,6 +92,14 @@ class ModelResult:
     details: Mapping[str, object] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PairResult:
+    """What a stage concludes from near and far together (e.g. 3-D consistency)."""
+
+    scores: Mapping[str, float]
+    rejections: Sequence[Rejection] = ()
+
+
 @runtime_checkable
 class Model(Protocol):
     """One analyzer inside a stage. Adding a model to a stage is adding one of these."""

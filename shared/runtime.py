@@ -12,14 +12,14 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from shared import codes, metrics, transactions
 from shared.aio import LoopThread
-from shared.analysis import IMAGE_SIDES, Face, Image, Model, ModelUnavailable
+from shared.analysis import IMAGE_SIDES, Face, Image, Model, ModelUnavailable, PairResult
 from shared.blobstore import AsyncBlobStore, BlobStore
 from shared.imaging import decode_rgb
 from shared.pipeline import StageName, next_stage
@@ -30,6 +30,8 @@ from shared.storage import PENDING, Store
 log = logging.getLogger(__name__)
 
 ModelFactory = Callable[[Settings], Sequence[Model]]
+#: Near and far stage records (as stored, with the detector's `face` added) -> a pair verdict.
+PairCheck = Callable[[Mapping[str, Any], Mapping[str, Any]], PairResult]
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class StageDefinition:
     build_models: ModelFactory
     #: Stages after the detector analyse the face it chose.
     needs_face: bool = True
+    #: Runs once both images passed the stage; its rejections reject the pair.
+    pair_check: PairCheck | None = None
 
 
 @dataclass(frozen=True)
@@ -221,7 +225,7 @@ class StageRuntime:
         decision = stage_doc.get("decision")
         if decision is None:
             decision = {
-                **transactions.stage_decision(self.stage, stage_doc),
+                **self._decide(doc, stage_doc),
                 "by": side,
                 "advanced": False,
                 "decided_at": datetime.now(UTC),
@@ -247,6 +251,29 @@ class StageRuntime:
             StageJob(transaction_id=tid, image=s, face=(detector.get(s) or {}).get("face"))
             for s in IMAGE_SIDES
         ]
+
+    def _decide(self, doc: Mapping[str, Any], stage_doc: Mapping[str, Any]) -> dict[str, Any]:
+        decision = transactions.stage_decision(self.stage, stage_doc)
+        check = self.definition.pair_check
+        if check is None or decision["outcome"] != "pass":
+            return decision
+        detector = doc.get("stages", {}).get("face_detector", {})
+        records = {
+            side: {**stage_doc[side], "face": (detector.get(side) or {}).get("face")}
+            for side in IMAGE_SIDES
+        }
+        try:
+            pair = check(records["near"], records["far"])
+        except Exception as exc:
+            log.exception("%s: pair check failed", self.stage)
+            return {"outcome": "error", "reasons": [{"code": "model_error", "stage": self.stage,
+                    "image": None, "subject": "pair_check", "detail": str(exc)}]}  # fmt: skip
+        reasons = [{**r.to_dict(), "image": None, "stage": self.stage} for r in pair.rejections]
+        return {
+            "outcome": "reject" if reasons else "pass",
+            "reasons": reasons,
+            "pair_scores": {k: float(v) for k, v in pair.scores.items()},
+        }
 
     def mark_advanced(self, tid: str) -> None:
         self._loop.run(self.store.mark_advanced(tid, self.stage))
