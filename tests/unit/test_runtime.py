@@ -1,0 +1,99 @@
+"""The shared runtime's per-image analysis: timing, not-run models, errors, rejections."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from shared.analysis import Face, Image, ModelInfo, ModelResult, Rejection, UnavailableModel
+from shared.runtime import analyze_image
+
+IMAGE = np.zeros((64, 64, 3), dtype=np.uint8)
+FACE = Face(1, 2, 30, 40, 0.99, ((5, 5), (15, 5), (10, 10), (6, 15), (14, 15)))
+
+
+@dataclass
+class Scoring:
+    key: str
+    value: float
+    reject: bool = False
+    info: ModelInfo = ModelInfo("scoring", "1.2")
+
+    def analyze(self, image: Image, face: Face | None) -> ModelResult:
+        rejections = [Rejection("low_quality", "too soft", "sharpness")] if self.reject else []
+        return ModelResult(scores={"value": self.value}, rejections=rejections)
+
+
+@dataclass
+class Detector:
+    key: str = "face_detector"
+    info: ModelInfo = ModelInfo("detector", "2.0")
+
+    def analyze(self, image: Image, face: Face | None) -> ModelResult:
+        return ModelResult(scores={"face_count": 1.0}, face=FACE)
+
+
+@dataclass
+class Broken:
+    key: str = "broken"
+    info: ModelInfo = ModelInfo("broken", "0.1")
+
+    def analyze(self, image: Image, face: Face | None) -> ModelResult:
+        raise RuntimeError("weights corrupt")
+
+
+def test_records_scores_with_model_name_version_and_time() -> None:
+    verdict, scores, reasons, _, times = analyze_image([Scoring("a", 0.5)], IMAGE, None)
+    assert verdict == "pass"
+    assert reasons == []
+    assert scores["a"]["model"] == "scoring"
+    assert scores["a"]["version"] == "1.2"
+    assert scores["a"]["status"] == "ok"
+    assert scores["a"]["values"] == {"value": 0.5}
+    assert scores["a"]["time_ms"] >= 0
+    assert set(times) == {"a"}
+
+
+def test_records_an_uninstalled_model_as_not_run_without_a_score() -> None:
+    missing = UnavailableModel("liqe", ModelInfo("liqe", "none"), "not installed")
+    verdict, scores, _, _, times = analyze_image([missing, Scoring("a", 1.0)], IMAGE, None)
+    assert verdict == "pass"
+    assert scores["liqe"]["status"] == "not_run"
+    assert scores["liqe"]["values"] == {}
+    assert scores["liqe"]["time_ms"] is None
+    assert "liqe" not in times
+
+
+def test_collects_every_rejection_and_keeps_running_later_models() -> None:
+    models = [Scoring("a", 1.0, reject=True), Scoring("b", 2.0, reject=True)]
+    verdict, scores, reasons, _, _ = analyze_image(models, IMAGE, None)
+    assert verdict == "reject"
+    assert [r["code"] for r in reasons] == ["low_quality", "low_quality"]
+    assert set(scores) == {"a", "b"}
+
+
+def test_a_model_that_raises_is_an_error_not_a_rejection() -> None:
+    verdict, scores, reasons, _, _ = analyze_image([Broken(), Scoring("a", 1.0)], IMAGE, None)
+    assert verdict == "error"
+    assert scores["broken"]["status"] == "error"
+    assert "weights corrupt" in scores["broken"]["error"]
+    assert reasons[0]["code"] == "model_error"
+    assert "a" not in scores  # the stage stops at the first failure
+
+
+def test_the_detectors_face_is_passed_to_later_models_and_returned() -> None:
+    seen: list[Face | None] = []
+
+    @dataclass
+    class Spy:
+        key: str = "spy"
+        info: ModelInfo = ModelInfo("spy", "1")
+
+        def analyze(self, image: Image, face: Face | None) -> ModelResult:
+            seen.append(face)
+            return ModelResult(scores={})
+
+    _, _, _, face, _ = analyze_image([Detector(), Spy()], IMAGE, None)
+    assert face == FACE
+    assert seen == [FACE]
