@@ -52,3 +52,13 @@ def test_summary_codes_are_unique_and_stable() -> None:
     assert codes.BY_REASON["accepted"].code == 0
     assert codes.BY_REASON["no_face"].code == 10
     assert codes.BY_REASON["timeout"].http_code == 504
+
+
+def test_every_code_is_documented_in_the_api_docs() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "docs" / "api.md").read_text()
+    for summary in codes.SUMMARIES:
+        assert f"| {summary.code} | `{summary.reason}` |" in text
+    for error in codes.UPLOAD_ERRORS:
+        assert f"| `{error.code}` | {error.http_status} |" in text
