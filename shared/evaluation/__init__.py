@@ -1,0 +1,1 @@
+"""Offline evaluation and calibration: `faceval eval ...` and `faceval calibrate ...`."""

