@@ -1,0 +1,1 @@
+"""The three analyses (bottlenecks, acceptance, retries), their charts and the HTML/JSON."""
