@@ -1,0 +1,1 @@
+"""The demo page: a static, dependency-free web page for trying the API in a browser."""
