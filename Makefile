@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install services demo up test unit integration lint format bench clean
+.PHONY: install services browser tools demo up test unit integration lint format bench clean audit fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,14 @@ install: $(STAMP)
 services:
 	bash scripts/ensure-services.sh
 
+## Headless Chromium and its driver (Debian's) for the demo page's browser test.
+browser:
+	bash scripts/ensure-browser.sh
+
+## promtool and prometheus (Debian's) for the rules, dashboards and live-scrape tests.
+tools:
+	bash scripts/ensure-tools.sh
+
 ## The whole stack on embedded defaults, the bundled sample pairs end to end, then stop.
 demo: install services
 	$(BIN)/faceval demo
@@ -27,13 +35,13 @@ up: install services
 	$(BIN)/faceval up
 
 ## Lint, types, then every test (unit and integration, on real servers).
-test: install services lint
+test: install services browser tools lint audit
 	$(BIN)/python -m pytest
 
 unit: install
 	$(BIN)/python -m pytest tests/unit
 
-integration: install services
+integration: install services browser tools
 	$(BIN)/python -m pytest -m integration
 
 lint: install
@@ -47,3 +55,11 @@ format: install
 
 clean:
 	rm -rf .faceval .pytest_cache .mypy_cache .ruff_cache
+
+## Known-vulnerability audit of the installed dependencies (see audit-exceptions.txt).
+audit: install
+	bash scripts/audit.sh
+
+## Coverage-guided fuzzing of the upload path for a bounded time (FUZZ_SECONDS, default 60).
+fuzz: install
+	$(BIN)/python fuzz/fuzz_upload.py -max_total_time=$${FUZZ_SECONDS:-60} fuzz/corpus

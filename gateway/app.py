@@ -20,8 +20,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.errors import ApiError, api_error_handler, validation_error_handler
+from gateway.errors import (
+    ApiError,
+    api_error_handler,
+    http_error_handler,
+    validation_error_handler,
+)
+from gateway.limits import QueueDepthWatch, check_rate
 from gateway.waiter import DoneWaiter
 from shared import apikeys, codes, metrics, transactions
 from shared.blobstore import AsyncBlobStore
@@ -30,13 +37,21 @@ from shared.messaging import make_celery, publish_job
 from shared.pipeline import STAGES
 from shared.pseudonym import pseudonymise
 from shared.results import to_result
-from shared.schema import Accepted, ErrorBody, StageJob, ValidationResult
+from shared.schema import (
+    Accepted,
+    ErrorBody,
+    StageJob,
+    ValidationList,
+    ValidationResult,
+    ValidationSummary,
+)
 from shared.settings import Settings, get_settings
 from shared.storage import PENDING, Doc, Store, expiry
 
 log = logging.getLogger(__name__)
 
 SERVICE = "POST /v1/validations"
+FORM_FIELDS = {"near", "far", "user_id", "process_guid", "client_reference"}
 PACKAGE_VERSION = version("faceval")
 #: Multipart framing around two images and a few fields.
 BODY_OVERHEAD_BYTES = 64 * 1024
@@ -50,12 +65,14 @@ class Deps:
     celery: Celery
     waiter: DoneWaiter
     api_hash: str
+    depth: QueueDepthWatch
 
 
 @dataclass(frozen=True)
 class Client:
     id: str
     name: str
+    rate_limit_per_minute: int | None
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -83,7 +100,11 @@ async def client(d: DepsDep, x_api_key: Annotated[str | None, Header()] = None) 
     found = await d.store.client_by_key_hash(key_hash)
     if found is None or not secrets.compare_digest(found["key_hash"], key_hash):
         raise ApiError("unauthorized", "The API key is not valid or has been revoked.")
-    return Client(id=found["_id"], name=found["name"])
+    return Client(
+        id=found["_id"],
+        name=found["name"],
+        rate_limit_per_minute=found.get("rate_limit_per_minute"),
+    )
 
 
 ClientDep = Annotated[Client, Depends(client)]
@@ -128,7 +149,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         api_hash = hashlib.sha256(
             f"faceval {PACKAGE_VERSION} api {settings.api_version}".encode()
         ).hexdigest()[:12]
-        app.state.deps = Deps(settings, store, blobs, make_celery(settings), waiter, api_hash)
+        depth = QueueDepthWatch(
+            settings.broker_url, settings.queue_prefix, settings.queue_depth_poll_seconds
+        )
+        depth.start()
+        app.state.deps = Deps(
+            settings, store, blobs, make_celery(settings), waiter, api_hash, depth
+        )
         sweeper = asyncio.create_task(_sweep_forever(store, blobs, settings))
         try:
             yield
@@ -137,6 +164,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
             await waiter.stop()
+            await depth.stop()
             await blobs.close()
             store.close()
 
@@ -148,6 +176,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    from gateway.demo.router import router as demo_router  # the page for trying the API
+
+    app.include_router(demo_router)
 
     @app.middleware("http")
     async def limits_and_metrics(
@@ -205,6 +237,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         client_reference: Annotated[str | None, Form(max_length=128)] = None,
         wait: WaitQuery = 0.0,
     ) -> Response:
+        form = await request.form()
+        repeated = sorted({k for k in form if len(form.getlist(k)) > 1} & FORM_FIELDS)
+        if repeated:
+            raise ApiError("invalid_field", f"Form field(s) sent more than once: {repeated}.")
+        limit = who.rate_limit_per_minute or d.settings.rate_limit_per_minute
+        retry_after = await check_rate(d.blobs.redis, who.id, limit)
+        if retry_after is not None:
+            raise ApiError(
+                "rate_limited",
+                f"At most {limit} validations a minute for this client.",
+                headers={"Retry-After": str(retry_after)},
+            )
+        if d.depth.known and d.depth.depth > d.settings.max_queue_depth:
+            raise ApiError("overloaded", headers={"Retry-After": "10"})
         if process_guid:
             try:
                 process_guid = str(uuid.UUID(process_guid))
@@ -242,6 +288,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 for s, c in checked.items()
             },
             expires_at=None,
+            deadline_seconds=d.settings.transaction_deadline_seconds,
         )
         doc["expires_at"] = expiry(doc["created_at"], d.settings.retention_days)
         try:
@@ -263,7 +310,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get(
         "/v1/validations/{transaction_id}",
         response_model=ValidationResult,
-        responses={401: ERROR_RESPONSES[401], 404: ERROR_RESPONSES[404]},
+        responses={s: ERROR_RESPONSES[s] for s in (401, 404, 422)},
         summary="Get a validation's status and result",
     )
     async def get_validation(
@@ -272,6 +319,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         status_url = str(request.url_for("get_validation", transaction_id=transaction_id))
         wait = min(wait, d.settings.max_wait_seconds)
         return await _respond(d, transaction_id, who, wait, status_url, created=False)
+
+    @app.get(
+        "/v1/validations",
+        response_model=ValidationList,
+        responses={s: ERROR_RESPONSES[s] for s in (401, 422)},
+        summary="List this client's most recent validations",
+    )
+    async def list_validations(
+        d: DepsDep, who: ClientDep, limit: Annotated[int, Query(ge=1, le=100)] = 20
+    ) -> ValidationList:
+        docs = await d.store.recent_client_transactions(who.id, limit)
+        return ValidationList(
+            items=[
+                ValidationSummary(
+                    transaction_id=doc["_id"],
+                    status=doc["status"],
+                    summary_code=doc.get("summary_code"),
+                    summary_reason=doc.get("summary_reason"),
+                    created_at=doc["created_at"],
+                )
+                for doc in docs
+            ]
+        )
 
     @app.get("/v1/codes", summary="The summary and error code catalogue")
     async def code_catalogue() -> dict[str, Any]:
@@ -357,9 +427,7 @@ async def _sweep_forever(store: Store, blobs: AsyncBlobStore, settings: Settings
     while True:
         await asyncio.sleep(settings.sweep_interval_seconds)
         try:
-            swept = await transactions.sweep_stale(
-                store, blobs, settings.transaction_deadline_seconds
-            )
+            swept = await transactions.sweep_stale(store, blobs)
             if swept:
                 log.warning("swept %d stale transactions to timeout", swept)
         except Exception as exc:

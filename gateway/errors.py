@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared import metrics
 from shared.codes import UPLOAD_ERROR_BY_CODE
@@ -43,6 +44,17 @@ async def api_error_handler(_: Request, exc: Exception) -> JSONResponse:
     if exc.status < 500:
         metrics.UPLOADS_REJECTED_TOTAL.labels(code=exc.code).inc()
     return error_response(exc)
+
+
+async def http_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    """Routing errors (unknown paths, wrong methods) in the same shape as every other error."""
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+    if code is None:
+        body = ErrorBody(code="invalid_request", message=str(exc.detail))
+        return JSONResponse(body.model_dump(exclude_none=True), status_code=exc.status_code)
+    message = "No such resource." if code == "not_found" else None
+    return error_response(ApiError(code, message))
 
 
 async def validation_error_handler(_: Request, exc: Exception) -> JSONResponse:

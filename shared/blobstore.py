@@ -34,6 +34,14 @@ class AsyncBlobStore:
     async def delete_images(self, transaction_id: str) -> None:
         await self.redis.delete(*(image_key(transaction_id, s) for s in IMAGE_SIDES))
 
+    async def retain_images(self, transaction_id: str, seconds: int) -> None:
+        for side in IMAGE_SIDES:
+            await self.redis.expire(image_key(transaction_id, side), seconds)
+
+    async def images_present(self, transaction_id: str) -> bool:
+        keys = [image_key(transaction_id, s) for s in IMAGE_SIDES]
+        return int(await self.redis.exists(*keys)) == len(keys)
+
     async def announce_done(self, transaction_id: str) -> None:
         await self.redis.publish(done_channel(transaction_id), b"1")
 
@@ -49,6 +57,18 @@ class BlobStore:
 
     def __init__(self, url: str) -> None:
         self.redis: redis.Redis = redis.Redis.from_url(url)
+
+    def count_attempt(self, transaction_id: str, stage: str, side: str, ttl: int) -> int:
+        """Count deliveries of one job, crashes included (a killed worker never says so)."""
+        key = f"faceval:attempts:{transaction_id}:{stage}:{side}"
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, ttl)
+            count, _ = pipe.execute()
+        return int(count)
+
+    def reset_attempts(self, transaction_id: str, stage: str, side: str) -> None:
+        self.redis.delete(f"faceval:attempts:{transaction_id}:{stage}:{side}")
 
     def get_image(self, transaction_id: str, side: str) -> bytes | None:
         data = self.redis.get(image_key(transaction_id, side))

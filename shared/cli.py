@@ -14,7 +14,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from etl.cli import register as register_etl
 from shared import apikeys
+from shared.evaluation.commands import add_commands as register_model_commands
 from shared.pipeline import STAGES
 from shared.settings import Settings, get_settings
 from shared.stack import Stack, StackError, free_port, port_open
@@ -23,13 +25,15 @@ from shared.storage import DuplicateKeyError, Store
 # --- clients -------------------------------------------------------------------------------
 
 
-async def _create_client(settings: Settings, name: str) -> tuple[str, str]:
+async def _create_client(
+    settings: Settings, name: str, rate_limit: int | None = None
+) -> tuple[str, str]:
     store = Store(settings.mongo_url, settings.mongo_db)
     try:
         await store.ensure_indexes(settings.retention_days)
         key = apikeys.generate_key()
         client_id = apikeys.new_client_id()
-        await store.create_client(client_id, name, apikeys.hash_key(key))
+        await store.create_client(client_id, name, apikeys.hash_key(key), rate_limit)
         return client_id, key
     finally:
         store.close()
@@ -56,7 +60,7 @@ def cmd_client(args: argparse.Namespace) -> int:
     settings = get_settings()
     if args.action == "create":
         try:
-            client_id, key = asyncio.run(_create_client(settings, args.name))
+            client_id, key = asyncio.run(_create_client(settings, args.name, args.rate_limit))
         except DuplicateKeyError:
             print(f"a client named {args.name!r} exists; use `faceval client rotate`",
                   file=sys.stderr)  # fmt: skip
@@ -104,6 +108,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
     print(f"FaceVal is up: gateway {stack.url} (API docs {stack.url}/docs), "
           f"logs in {stack.log_dir}. Ctrl-C stops it.", flush=True)  # fmt: skip
+    print(_demo_page_hint(stack.url, args.demo_key), flush=True)
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
@@ -135,6 +140,16 @@ def _stage_line(result: dict[str, Any]) -> str:
                  for side in ("near", "far") if data.get(side)]  # fmt: skip
         parts.append(f"{stage}: " + ", ".join(cells))
     return " | ".join(parts)
+
+
+def _demo_page_hint(url: str, with_key: bool) -> str:
+    page = f"{url}/demo/"
+    if not with_key:
+        return (f"Try it in a browser: {page} (a key: `faceval client create NAME`, "
+                "or start with `faceval up --demo-key`)")  # fmt: skip
+    _, key = asyncio.run(_create_client(get_settings(), f"demo-{uuid.uuid4().hex[:8]}"))
+    # In the fragment: the browser never sends it, so it stays out of server logs.
+    return f"Try it in a browser (the link holds a new demo API key): {page}#key={key}"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -177,6 +192,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     finally:
         stack.stop()
     print(f"\n{'All samples behaved as expected.' if not failures else f'{failures} failed.'}")
+    print("Your own photos, in a browser: `faceval up --demo-key` prints the demo page's link.")
     return 1 if failures else 0
 
 
@@ -189,6 +205,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print("an API key is needed: --key or FACEVAL_API_KEY", file=sys.stderr)
         return 2
     url = args.url or f"http://{settings.host}:{settings.port}"
+    if args.batch or args.near is None or args.far is None:
+        return _submit_batch(args, url, key)
     with FaceValClient(url, key) as api:
         try:
             result = api.submit(Path(args.near), Path(args.far), user_id=args.user_id,
@@ -198,6 +216,19 @@ def cmd_submit(args: argparse.Namespace) -> int:
             return 1
     print(json.dumps(result, indent=2))
     return 0
+
+
+def _submit_batch(args: argparse.Namespace, url: str, key: str) -> int:
+    from shared import batch
+
+    if not args.batch or args.near or args.far or not args.out:
+        print("usage: faceval submit NEAR FAR, or faceval submit --batch FOLDER|CSV --out FILE",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    options = batch.Options(user_id=args.user_id, process_guid=args.process_guid,
+                            concurrency=args.concurrency, timeout=args.timeout)  # fmt: skip
+    return batch.run(Path(args.batch), Path(args.out), url=url, api_key=key, fmt=args.format,
+                     options=options)  # fmt: skip
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -228,12 +259,36 @@ def cmd_samples(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deadletters(args: argparse.Namespace) -> int:
+    from shared.deadletters import list_dead_letters, requeue_dead_letters
+
+    settings = get_settings()
+    if args.action == "list":
+        letters = list_dead_letters(settings)
+        for letter in letters:
+            print(letter.describe())
+        print(f"{len(letters)} dead letter(s)")
+        return 0
+    chosen = set(args.transaction_ids) if args.transaction_ids else None
+    if chosen is None and not args.all:
+        print("name transaction ids to requeue, or --all", file=sys.stderr)
+        return 2
+    results = requeue_dead_letters(settings, chosen)
+    for letter, problem in results:
+        print(f"{'kept     ' if problem else 'requeued '} {letter.describe()}"
+              + (f" ({problem})" if problem else ""))  # fmt: skip
+    return 1 if any(problem for _, problem in results) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="faceval", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="start the whole stack and keep serving")
     up.add_argument("--port", type=int, default=get_settings().port)
+    up.add_argument(
+        "--demo-key", action="store_true", help="create a demo client; print a link with its key"
+    )
     up.set_defaults(func=cmd_up)
 
     demo = sub.add_parser("demo", help="start the stack, validate the sample pairs, stop")
@@ -243,11 +298,23 @@ def build_parser() -> argparse.ArgumentParser:
     client = sub.add_parser("client", help="manage API clients")
     client.add_argument("action", choices=["create", "rotate", "revoke"])
     client.add_argument("name")
+    client.add_argument(
+        "--rate-limit", type=int, help="validations a minute for this client (create only)"
+    )
     client.set_defaults(func=cmd_client)
 
     submit = sub.add_parser("submit", help="submit a near/far pair to a running gateway")
-    submit.add_argument("near")
-    submit.add_argument("far")
+    submit.add_argument("near", nargs="?", help="near image (not with --batch)")
+    submit.add_argument("far", nargs="?", help="far image (not with --batch)")
+    submit.add_argument("--batch", metavar="FOLDER|CSV",
+                        help="many pairs: <name>_near.*/<name>_far.* files, or a CSV with "
+                        "columns near,far[,user_id,process_guid,name]")  # fmt: skip
+    submit.add_argument("--out", help="--batch results file; a rerun skips pairs it has")
+    submit.add_argument("--format", choices=["jsonl", "csv"],
+                        help="--batch output format (default: from --out's suffix)")  # fmt: skip
+    submit.add_argument("--concurrency", type=int, default=4, help="--batch pairs in flight")
+    submit.add_argument("--timeout", type=float, default=120.0,
+                        help="--batch seconds to wait for each pair's result")  # fmt: skip
     submit.add_argument("--user-id", default="cli-user")
     submit.add_argument("--process-guid")
     submit.add_argument("--key", help="API key (default: $FACEVAL_API_KEY)")
@@ -263,9 +330,18 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--port", type=int)
     gateway.set_defaults(func=cmd_gateway)
 
+    dead = sub.add_parser("deadletters", help="list or requeue jobs that failed every attempt")
+    dead.add_argument("action", choices=["list", "requeue"])
+    dead.add_argument("transaction_ids", nargs="*")
+    dead.add_argument("--all", action="store_true", help="requeue every dead letter")
+    dead.set_defaults(func=cmd_deadletters)
+
     samples = sub.add_parser("samples", help="write the bundled sample pairs as JPEG files")
     samples.add_argument("directory")
     samples.set_defaults(func=cmd_samples)
+
+    register_etl(sub)
+    register_model_commands(sub)  # models, eval, calibrate
     return parser
 
 

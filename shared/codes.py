@@ -79,6 +79,10 @@ UPLOAD_ERRORS: tuple[UploadError, ...] = (
     UploadError("image_too_small", 422, "The image is smaller than the minimum size."),
     UploadError("unauthorized", 401, "A valid API key is required in the X-API-Key header."),
     UploadError("not_found", 404, "No such validation for this client."),
+    UploadError("method_not_allowed", 405, "This method is not allowed on this path."),
+    UploadError("invalid_request", 400, "The request could not be understood."),
+    UploadError("rate_limited", 429, "Too many requests for this client; retry later."),
     UploadError("service_unavailable", 503, "A backing service is unavailable; retry later."),
+    UploadError("overloaded", 503, "The service is shedding load; retry later."),
 )
 UPLOAD_ERROR_BY_CODE: dict[str, UploadError] = {e.code: e for e in UPLOAD_ERRORS}

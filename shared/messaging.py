@@ -32,10 +32,18 @@ def stage_queue(stage: StageName, prefix: str) -> Queue:
     return Queue(name, EXCHANGE, routing_key=name, durable=True)
 
 
+def dead_letter_queue(prefix: str) -> Queue:
+    name = f"{prefix}.dead_letters"
+    return Queue(name, EXCHANGE, routing_key=name, durable=True)
+
+
 def make_celery(settings: Settings, name: str = "faceval") -> Celery:
     app = Celery(name, broker=settings.broker_url, set_as_current=False)
     app.conf.update(
-        task_queues=[stage_queue(s, settings.queue_prefix) for s in STAGES],
+        task_queues=[
+            *(stage_queue(s, settings.queue_prefix) for s in STAGES),
+            dead_letter_queue(settings.queue_prefix),
+        ],
         task_routes={task_name(s): {"queue": queue_name(s, settings.queue_prefix)} for s in STAGES},
         faceval_queue_prefix=settings.queue_prefix,
         task_default_exchange=EXCHANGE.name,
@@ -51,6 +59,9 @@ def make_celery(settings: Settings, name: str = "faceval") -> Celery:
         broker_connection_timeout=3.0,
         broker_heartbeat=30,
         worker_send_task_events=False,
+        # No remote control: nothing uses it, it costs a broadcast queue per worker, and its
+        # exclusive per-node queue collides when two stacks share a broker.
+        worker_enable_remote_control=False,
         task_send_sent_event=False,
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=True,
@@ -74,3 +85,19 @@ def publish_job(app: Celery, stage: StageName, job: StageJob) -> None:
         retry_policy=PUBLISH_RETRY_POLICY,
         delivery_mode=2,
     )
+
+
+def publish_dead_letter(app: Celery, letter: dict[str, Any]) -> None:
+    """Park a job that failed every attempt, for `faceval deadletters list|requeue`."""
+    queue = dead_letter_queue(app.conf.faceval_queue_prefix)
+    with app.producer_or_acquire() as producer:
+        producer.publish(
+            letter,
+            serializer="json",
+            exchange=EXCHANGE,
+            routing_key=queue.routing_key,
+            declare=[queue],
+            delivery_mode=2,
+            retry=True,
+            retry_policy=PUBLISH_RETRY_POLICY,
+        )

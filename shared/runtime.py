@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +25,7 @@ from shared.imaging import decode_rgb
 from shared.pipeline import StageName, next_stage
 from shared.schema import StageJob
 from shared.settings import Settings
-from shared.storage import PENDING, Store
+from shared.storage import PENDING, Doc, Store
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,18 @@ class StageDefinition:
     pair_check: PairCheck | None = None
 
 
-@dataclass(frozen=True)
-class ImageAnalysis:
-    verdict: str
-    record: dict[str, Any]
-    model_times: dict[str, float]
+class ModelFailure(Exception):
+    """A model raised on this image; the job is retried until its attempts run out."""
+
+
+@dataclass
+class JobOutcome:
+    """What the worker must still do after the runtime handled a job."""
+
+    #: The next stage's jobs to publish (both images), when this job completed a stage.
+    follow_ups: list[StageJob] = field(default_factory=list)
+    #: Set when the job exhausted its attempts: the dead letter to publish.
+    dead_letter: dict[str, Any] | None = None
 
 
 def _ms(ns: int) -> float:
@@ -144,26 +151,39 @@ class StageRuntime:
 
     # --- one job ----------------------------------------------------------------------------
 
-    def handle(self, job: StageJob, published_ns: int | None) -> list[StageJob]:
-        """Process one job; returns the next stage's jobs to publish (possibly none).
+    def handle(self, job: StageJob, published_ns: int | None) -> JobOutcome:
+        """Process one job; says what is left to publish (next stage's jobs, a dead letter).
 
         Safe to run twice for the same job (redelivery): the image result is written only
         once, and only the job whose write completed the stage acts on the decision.
+        Raises ModelFailure while a failing job still has attempts left.
         """
         started_ns = time.time_ns()
         queue_ns = max(0, started_ns - published_ns) if published_ns else 0
         tid, side = job.transaction_id, job.image
-        doc = self._loop.run(self.store.get_transaction(tid))
+        mine = f"stages.{self.stage}.{side}.verdict"
+        doc = self._loop.run(self.store.get_transaction(tid, ("status", mine)))
         if doc is None or doc["status"] != PENDING:
             log.info("%s: transaction %s is gone or finished; job dropped", self.stage, tid)
-            return []
-        already = doc.get("stages", {}).get(self.stage, {}).get(side) is not None
-        if not already and not self._analyze_and_record(job, started_ns, queue_ns):
-            return []
-        return self._loop.run(self._advance(tid, side))
+            return JobOutcome()
+        outcome = JobOutcome()
+        after: Doc | None = None
+        if doc.get("stages", {}).get(self.stage, {}).get(side) is None:
+            recorded, after = self._analyze_and_record(job, started_ns, queue_ns, outcome)
+            if not recorded:
+                return outcome
+        outcome.follow_ups = self._loop.run(self._advance(tid, side, after))
+        return outcome
 
-    def _analyze_and_record(self, job: StageJob, started_ns: int, queue_ns: int) -> bool:
+    def _analyze_and_record(
+        self, job: StageJob, started_ns: int, queue_ns: int, outcome: JobOutcome
+    ) -> tuple[bool, Doc | None]:
+        """(whether the job should go on to the decision, the document after its write)."""
         tid, side = job.transaction_id, job.image
+        attempt = self.blobs.count_attempt(
+            tid, self.stage, side, ttl=self.settings.dead_letter_image_ttl_seconds
+        )
+        limit = self.settings.max_job_attempts
         metrics.JOBS_IN_PROGRESS.labels(stage=self.stage).inc()
         try:
             work_started = time.perf_counter_ns()
@@ -175,18 +195,26 @@ class StageRuntime:
                     reasons=[{"code": "image_expired", "image": side, "stage": self.stage,
                               "detail": "The image was no longer in the image store."}],
                 ))  # fmt: skip
-                return False
+                return False, None
             image = decode_rgb(data)
             decode_ns = time.perf_counter_ns() - work_started
             face = Face.from_dict(job.face) if job.face else None
             scores: dict[str, Any] = {}
             times: dict[str, float] = {}
-            if self.definition.needs_face and face is None:
+            if attempt > limit:
+                # Earlier deliveries never finished: the job kills its worker.
+                verdict = "error"
+                reasons = [{"code": "poison_job", "subject": None,
+                            "detail": f"The job was delivered {attempt} times without "
+                                      "finishing (the worker died each time)."}]  # fmt: skip
+            elif self.definition.needs_face and face is None:
                 verdict = "error"
                 reasons = [{"code": "missing_face", "subject": None,
                             "detail": "No face context from the detector."}]  # fmt: skip
             else:
                 verdict, scores, reasons, face, times = analyze_image(self.models(), image, face)
+            if verdict == "error" and attempt < limit:
+                raise ModelFailure(f"attempt {attempt}/{limit}: {reasons[0]['detail']}")
             work_ns = time.perf_counter_ns() - work_started
         finally:
             metrics.JOBS_IN_PROGRESS.labels(stage=self.stage).dec()
@@ -202,8 +230,18 @@ class StageRuntime:
         }
         if self.stage == "face_detector" and face is not None:
             record["face"] = face.to_dict()
-        recorded = self._loop.run(self.store.record_image_result(tid, self.stage, side, record))
-        if recorded:
+        if verdict == "error":
+            record["attempts"] = attempt
+            outcome.dead_letter = {
+                "stage": self.stage,
+                "job": job.model_dump(mode="json"),
+                "attempts": attempt,
+                "reasons": reasons,
+                "worker": self.worker,
+                "dead_lettered_at": datetime.now(UTC).isoformat(),
+            }
+        after = self._loop.run(self.store.record_image_result(tid, self.stage, side, record))
+        if after is not None:
             # Observed only on the first write, so a redelivered job is never counted twice.
             labels = {"stage": self.stage, "image": side, "outcome": verdict}
             metrics.STAGE_QUEUE_SECONDS.labels(**labels).observe(queue_ns / 1e9)
@@ -213,10 +251,11 @@ class StageRuntime:
                 metrics.MODEL_EXECUTION_SECONDS.labels(
                     stage=self.stage, model=key, image=side
                 ).observe(seconds)
-        return True
+        return True, after
 
-    async def _advance(self, tid: str, side: str) -> list[StageJob]:
-        doc = await self.store.get_transaction(tid)
+    async def _advance(self, tid: str, side: str, doc: Doc | None) -> list[StageJob]:
+        if doc is None:  # a redelivery, or another writer got there first: read it fresh
+            doc = await self.store.get_transaction(tid)
         if doc is None or doc["status"] != PENDING:
             return []
         stage_doc = doc.get("stages", {}).get(self.stage, {})
@@ -237,6 +276,7 @@ class StageRuntime:
             return []
         following = next_stage(self.stage)
         if decision["outcome"] != "pass" or following is None:
+            failed = decision["outcome"] == "error"
             await transactions.finalize(
                 self.store,
                 self.async_blobs,
@@ -244,6 +284,10 @@ class StageRuntime:
                 transactions.summary_of(decision),
                 decided_by=None if decision["outcome"] == "pass" else self.stage,
                 reasons=decision["reasons"],
+                retain_images_seconds=self.settings.dead_letter_image_ttl_seconds
+                if failed
+                else None,
+                created_ns=int(doc["created_ns"]),
             )
             return []
         detector = doc["stages"].get("face_detector", {})

@@ -77,3 +77,15 @@ class ErrorBody(BaseModel):
     code: str = Field(description="Stable error code; see the error catalogue.")
     message: str
     detail: dict[str, Any] | None = None
+
+
+class ValidationSummary(BaseModel):
+    transaction_id: str
+    status: Literal["pending", "completed"]
+    summary_code: int | None = None
+    summary_reason: str | None = None
+    created_at: datetime
+
+
+class ValidationList(BaseModel):
+    items: list[ValidationSummary]

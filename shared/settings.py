@@ -6,6 +6,7 @@ running stack finds RabbitMQ, Redis and MongoDB with no flags.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -15,8 +16,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
+    # Secrets come from the environment or from files in FACEVAL_SECRETS_DIR (one file per
+    # setting, named like its variable, e.g. faceval_pseudonym_secret: Kubernetes/Docker).
     model_config = SettingsConfigDict(
-        env_prefix="FACEVAL_", env_file=None, extra="ignore", secrets_dir=None
+        env_prefix="FACEVAL_",
+        env_file=None,
+        extra="ignore",
+        secrets_dir=os.environ.get("FACEVAL_SECRETS_DIR"),
     )
 
     # --- stores -------------------------------------------------------------------------
@@ -49,15 +55,28 @@ class Settings(BaseSettings):
     pseudonym_secret: SecretStr = SecretStr("faceval-dev-only-change-me")
     #: Delete transaction documents after this many days (0 keeps them).
     retention_days: int = 90
+    #: Default per-client limit; a client's own `rate_limit_per_minute` overrides it.
+    rate_limit_per_minute: int = 600
+    #: New validations are refused (503) while more jobs than this wait in the stage queues.
+    max_queue_depth: int = 2000
+    queue_depth_poll_seconds: float = 1.0
 
     # --- workers ------------------------------------------------------------------------
     worker_concurrency: int = 1
+    #: A job whose analysis fails (or kills its worker) this many times is dead-lettered.
+    max_job_attempts: int = 3
+    #: Dead-lettered transactions keep their images this long, so an operator can requeue.
+    dead_letter_image_ttl_seconds: int = 3600
     #: Port of a worker's /metrics endpoint; 0 picks the stage's default.
     metrics_port: int = 0
     onnx_providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
     onnx_intra_op_threads: int = 1
     onnx_inter_op_threads: int = 1
     model_dir: Path = Path("models")
+    #: The model registry's manifest; None means `<model_dir>/manifest.toml`.
+    model_manifest: Path | None = None
+    #: "auto" runs SCRFD when its verified file is in the model directory, else RetinaFace.
+    detector_model: Literal["auto", "retinaface_mobilenet", "scrfd_10g"] = "auto"
 
     # --- decisions ----------------------------------------------------------------------
     detector_max_side: int = 640
@@ -66,6 +85,47 @@ class Settings(BaseSettings):
     min_face_ratio: float = 0.10
     multiple_faces_policy: Literal["reject", "dominant"] = "reject"
     dominant_face_ratio: float = 2.5
+    #: Head-pose limits in degrees; None reports the angle without judging it. The
+    #: five-landmark pitch confuses a smile with a lowered head, hence not judged.
+    max_yaw_degrees: float | None = 40.0
+    max_pitch_degrees: float | None = None
+    max_roll_degrees: float | None = 30.0
+    #: Per-accessory probability at which the optional ONNX accessory classifier rejects.
+    accessory_model_threshold: float = 0.5
+    #: Classic metrics on the face region (`faceval calibrate quality DIR` proposes these).
+    quality_min_sharpness: float = 20.0
+    quality_min_brightness: float = 40.0
+    quality_max_brightness: float = 210.0
+    quality_min_contrast: float = 0.08
+    quality_max_blur_score: float = 0.82
+    quality_max_svd_score: float = 0.90
+    quality_min_colorfulness: float | None = None
+    #: No-reference scores; None records them without judging (not calibrated here).
+    quality_max_brisque: float | None = None
+    quality_max_niqe: float | None = None
+    quality_min_liqe: float | None = None
+    quality_min_topiq: float | None = None
+    #: Spoof probability at or above which a PAD model rejects the image.
+    pad_heuristics_threshold: float = 0.5
+    pad_model_threshold: float = 0.5
+    #: The near/far pair: fused spoof probability threshold, and whether reaching it
+    #: rejects. Off by default: see docs/models.md (not shown to separate real captures).
+    pad_fused_threshold: float = 0.5
+    pad_pair_reject: bool = False
+
+    # --- analytics ETL (`faceval etl`) -------------------------------------------------
+    #: Staging area and the optional PostgreSQL warehouse.
+    etl_postgres_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    etl_staging_schema: str = "faceval_staging"
+    etl_warehouse_schema: str = "faceval_warehouse"
+    #: The embedded analytical store (DuckDB file), the default warehouse.
+    etl_warehouse: Path = Path(".faceval/warehouse.duckdb")
+    etl_backend: Literal["duckdb", "postgres"] = "duckdb"
+    #: Re-keys the already pseudonymised identifiers in every export: analysts' files cannot
+    #: be joined back to the operational database without this second secret.
+    etl_pseudonym_secret: SecretStr = SecretStr("faceval-etl-dev-only-change-me")
+    #: A user's process with no acceptance and no attempt for this long counts as abandoned.
+    etl_abandon_after_hours: float = 24.0
 
     log_level: str = "INFO"
 

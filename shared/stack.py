@@ -18,12 +18,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
-import pika
 
-from shared.pipeline import METRICS_PORT, STAGES, StageName, queue_name
+from shared.pipeline import METRICS_PORT, STAGES, StageName
+from shared.queues import stage_queue_stats
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,32 +64,8 @@ def _venv_program(name: str) -> str | None:
     return str(beside) if beside.exists() else shutil.which(name)
 
 
-def pika_url(broker_url: str) -> str:
-    """Kombu writes the default vhost as `//`; pika wants it percent-encoded."""
-    parts = urlsplit(broker_url)
-    vhost = parts.path[1:] if parts.path not in ("", "/") else "/"
-    return parts._replace(path="/" + quote(vhost, safe="")).geturl()
-
-
 def queue_consumers(broker_url: str, prefix: str = "faceval") -> dict[str, int]:
-    """Consumers per stage queue, read with a passive declare (raw AMQP is enough here)."""
-    params = pika.URLParameters(pika_url(broker_url))
-    params.socket_timeout = 3
-    params.blocked_connection_timeout = 3
-    connection = pika.BlockingConnection(params)
-    try:
-        channel = connection.channel()
-        counts: dict[str, int] = {}
-        for stage in STAGES:
-            try:
-                ok = channel.queue_declare(queue_name(stage, prefix), passive=True)
-                counts[stage] = int(ok.method.consumer_count)
-            except pika.exceptions.ChannelClosedByBroker:
-                counts[stage] = 0
-                channel = connection.channel()
-        return counts
-    finally:
-        connection.close()
+    return {s: q.consumers for s, q in stage_queue_stats(broker_url, prefix).items()}
 
 
 @dataclass
@@ -100,6 +76,8 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     metrics_ports: dict[str, int] = field(default_factory=dict)
+    #: Tests set False: several stacks on one machine must never race for the same port.
+    default_metrics_ports: bool = True
 
     @property
     def url(self) -> str:
@@ -187,7 +165,7 @@ class Stack:
 
     def start_worker(self, stage: StageName) -> None:
         port = METRICS_PORT[stage]
-        if port_open("127.0.0.1", port):
+        if not self.default_metrics_ports or port_open("127.0.0.1", port):
             port = free_port()  # another stack on this machine has the default
         self.metrics_ports[stage] = port
         self._spawn(stage, [sys.executable, "-m", f"services.{stage}"],

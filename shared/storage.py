@@ -6,7 +6,7 @@ redelivered job can never record twice or advance a transaction twice.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +18,11 @@ Doc = dict[str, Any]
 
 PENDING = "pending"
 COMPLETED = "completed"
+#: Written when a transaction ends; removed if an operator reopens it.
+FINAL_FIELDS = (
+    "summary_code", "summary_status", "summary_reason", "summary_desc", "http_code",
+    "total_time_ms", "decided_by", "reasons", "finished_at",
+)  # fmt: skip
 
 __all__ = ["COMPLETED", "PENDING", "Doc", "DuplicateKeyError", "PyMongoError", "Store"]
 
@@ -30,8 +35,15 @@ class Store:
     """Transactions and clients. Create one per event loop (motor binds to a loop)."""
 
     def __init__(self, url: str, database: str, timeout_ms: int = 5000) -> None:
+        # Bounded waits everywhere: a stalled database must surface as an error to retry,
+        # never as a job that hangs forever.
         self._client: AsyncIOMotorClient[Doc] = AsyncIOMotorClient(
-            url, serverSelectionTimeoutMS=timeout_ms, tz_aware=True, uuidRepresentation="standard"
+            url,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+            socketTimeoutMS=2 * timeout_ms,
+            tz_aware=True,
+            uuidRepresentation="standard",
         )
         self._db: AsyncIOMotorDatabase[Doc] = self._client[database]
         self.transactions = self._db["transactions"]
@@ -47,8 +59,8 @@ class Store:
         tx = self.transactions
         # Status endpoint and per-client listing.
         await tx.create_index([("client_id", ASCENDING), ("created_at", DESCENDING)])
-        # The sweeper looks for old pending transactions.
-        await tx.create_index([("status", ASCENDING), ("created_at", ASCENDING)])
+        # The sweeper looks for pending transactions past their deadline.
+        await tx.create_index([("status", ASCENDING), ("deadline_at", ASCENDING)])
         # ETL watermark and retry patterns (user within a process, in time order).
         await tx.create_index([("finished_at", ASCENDING)])
         await tx.create_index(
@@ -66,22 +78,37 @@ class Store:
     async def create_transaction(self, doc: Doc) -> None:
         await self.transactions.insert_one(doc)
 
-    async def get_transaction(self, transaction_id: str) -> Doc | None:
-        return await self.transactions.find_one({"_id": transaction_id})
+    async def get_transaction(
+        self, transaction_id: str, fields: Iterable[str] | None = None
+    ) -> Doc | None:
+        projection = dict.fromkeys(fields, 1) if fields is not None else None
+        return await self.transactions.find_one({"_id": transaction_id}, projection)
 
     async def get_client_transaction(self, transaction_id: str, client_id: str) -> Doc | None:
         return await self.transactions.find_one({"_id": transaction_id, "client_id": client_id})
 
+    async def recent_client_transactions(self, client_id: str, limit: int) -> list[Doc]:
+        cursor = (
+            self.transactions.find(
+                {"client_id": client_id},
+                {"status": 1, "summary_code": 1, "summary_reason": 1, "created_at": 1},
+            )
+            .sort("created_at", DESCENDING)
+            .limit(limit)
+        )
+        return [doc async for doc in cursor]
+
     async def record_image_result(
         self, transaction_id: str, stage: str, image: str, result: Mapping[str, Any]
-    ) -> bool:
-        """Store one image's stage result once; False if it was already there (redelivery)."""
+    ) -> Doc | None:
+        """Store one image's stage result once; the document after the write, or None if the
+        result was already there (a redelivery) or the transaction had ended."""
         path = f"stages.{stage}.{image}"
-        outcome = await self.transactions.update_one(
+        return await self.transactions.find_one_and_update(
             {"_id": transaction_id, "status": PENDING, path: {"$exists": False}},
             {"$set": {path: dict(result)}},
+            return_document=ReturnDocument.AFTER,
         )
-        return outcome.modified_count == 1
 
     async def claim_decision(
         self, transaction_id: str, stage: str, decision: Mapping[str, Any]
@@ -107,20 +134,97 @@ class Store:
             return_document=ReturnDocument.AFTER,
         )
 
-    async def stale_pending(self, created_before: datetime, limit: int = 500) -> list[str]:
+    async def stale_pending(self, now: datetime, limit: int = 500) -> list[str]:
         cursor = self.transactions.find(
-            {"status": PENDING, "created_at": {"$lt": created_before}}, {"_id": 1}
+            {"status": PENDING, "deadline_at": {"$lt": now}}, {"_id": 1}
         ).limit(limit)
         return [doc["_id"] async for doc in cursor]
 
+    async def reopen(
+        self, transaction_id: str, stage: str, images: Sequence[str], deadline: datetime
+    ) -> bool:
+        """Put a dead-lettered transaction back to pending, forgetting the failed results."""
+        forget = {f"stages.{stage}.{image}": "" for image in images}
+        outcome = await self.transactions.update_one(
+            {"_id": transaction_id, "summary_reason": "internal_error"},
+            {
+                "$set": {"status": PENDING, "deadline_at": deadline},
+                "$unset": {
+                    **forget,
+                    f"stages.{stage}.decision": "",
+                    **{field: "" for field in FINAL_FIELDS},
+                },
+            },
+        )
+        return outcome.modified_count == 1
+
+    # --- analytics (ETL) reads --------------------------------------------------------------
+
+    @staticmethod
+    def _finished_between(
+        start: datetime | None, end: datetime | None, include_synthetic: bool
+    ) -> Doc:
+        created: Doc = {}
+        if start is not None:
+            created["$gte"] = start
+        if end is not None:
+            created["$lt"] = end
+        query: Doc = {"status": COMPLETED}
+        if created:
+            query["created_at"] = created
+        if not include_synthetic:
+            # Scale-test documents never reach real reports unless asked for.
+            query["synthetic"] = {"$ne": True}
+        return query
+
+    async def count_finished(
+        self, start: datetime | None, end: datetime | None, include_synthetic: bool = False
+    ) -> int:
+        query = self._finished_between(start, end, include_synthetic)
+        return int(await self.transactions.count_documents(query))
+
+    async def finished_transactions(
+        self,
+        start: datetime | None,
+        end: datetime | None,
+        include_synthetic: bool = False,
+        batch_size: int = 1000,
+    ) -> AsyncIterator[Doc]:
+        """Finished transactions created in [start, end), streamed (the ETL's extract)."""
+        query = self._finished_between(start, end, include_synthetic)
+        # Rejection details (free text) are not analysts' columns: never read them.
+        cursor = self.transactions.find(query, {"reasons": 0}, batch_size=batch_size)
+        async for doc in cursor:
+            yield doc
+
+    async def first_finished_at(self, include_synthetic: bool = False) -> datetime | None:
+        """Creation time of the oldest finished transaction (where a first ETL run starts)."""
+        query = self._finished_between(None, None, include_synthetic)
+        cursor = self.transactions.find(query, {"created_at": 1}).sort("created_at", 1).limit(1)
+        async for doc in cursor:
+            created = doc.get("created_at")
+            return created if isinstance(created, datetime) else None
+        return None
+
+    async def insert_transactions(self, docs: Iterable[Doc]) -> int:
+        """Bulk insert (synthetic scale-test documents); returns how many were written."""
+        batch = list(docs)
+        if not batch:
+            return 0
+        result = await self.transactions.insert_many(batch, ordered=False)
+        return len(result.inserted_ids)
+
     # --- clients --------------------------------------------------------------------------
 
-    async def create_client(self, client_id: str, name: str, key_hash: str) -> None:
+    async def create_client(
+        self, client_id: str, name: str, key_hash: str, rate_limit_per_minute: int | None = None
+    ) -> None:
         await self.clients.insert_one(
             {
                 "_id": client_id,
                 "name": name,
                 "key_hash": key_hash,
+                "rate_limit_per_minute": rate_limit_per_minute,
                 "created_at": utcnow(),
                 "revoked_at": None,
             }

@@ -34,6 +34,7 @@ def new_transaction(
     api_hash: str,
     images: Mapping[str, Mapping[str, Any]],
     expires_at: datetime | None,
+    deadline_seconds: float,
 ) -> Doc:
     now_ns = time.time_ns()
     return {
@@ -53,6 +54,7 @@ def new_transaction(
         "stages": {},
         "created_at": datetime.fromtimestamp(now_ns / 1e9, UTC),
         "created_ns": now_ns,
+        "deadline_at": datetime.fromtimestamp(now_ns / 1e9 + deadline_seconds, UTC),
         "expires_at": expires_at,
         "finished_at": None,
     }
@@ -90,13 +92,21 @@ async def finalize(
     *,
     decided_by: str | None,
     reasons: Sequence[Mapping[str, Any]] = (),
+    retain_images_seconds: int | None = None,
+    created_ns: int | None = None,
 ) -> Doc | None:
-    """End a pending transaction once; None if something else had already ended it."""
-    doc = await store.get_transaction(transaction_id)
-    if doc is None or doc["status"] != PENDING:
-        return None
+    """End a pending transaction once; None if something else had already ended it.
+
+    Images are deleted, except for a dead-lettered transaction, which keeps them for
+    `retain_images_seconds` so that an operator can requeue it.
+    """
+    if created_ns is None:
+        doc = await store.get_transaction(transaction_id, ("status", "created_ns"))
+        if doc is None or doc["status"] != PENDING:
+            return None
+        created_ns = int(doc["created_ns"])
     now_ns = time.time_ns()
-    total_ms = (now_ns - int(doc["created_ns"])) / 1e6
+    total_ms = (now_ns - created_ns) / 1e6
     final = await store.finalize(
         transaction_id,
         {
@@ -111,11 +121,14 @@ async def finalize(
             "finished_at": datetime.fromtimestamp(now_ns / 1e9, UTC),
         },
     )
-    # Images never outlive their transaction, whoever ended it.
-    await blobs.delete_images(transaction_id)
+    if retain_images_seconds:
+        await blobs.retain_images(transaction_id, retain_images_seconds)
+    else:
+        # Images never outlive their transaction, whoever ended it.
+        await blobs.delete_images(transaction_id)
     if final is not None:
         metrics.VALIDATIONS_TOTAL.labels(
-            status=str(summary.status), reason=summary.reason, client=str(doc["client_id"])
+            status=str(summary.status), reason=summary.reason, client=str(final["client_id"])
         ).inc()
         metrics.VALIDATION_SECONDS.labels(status=str(summary.status)).observe(total_ms / 1000)
         await blobs.announce_done(transaction_id)
@@ -129,11 +142,10 @@ async def finalize(
     return final
 
 
-async def sweep_stale(store: Store, blobs: AsyncBlobStore, deadline_seconds: float) -> int:
-    """Time out transactions that stopped progressing, so none stays pending forever."""
-    cutoff = datetime.fromtimestamp(time.time() - deadline_seconds, UTC)
+async def sweep_stale(store: Store, blobs: AsyncBlobStore) -> int:
+    """Time out transactions past their deadline, so none stays pending forever."""
     swept = 0
-    for transaction_id in await store.stale_pending(cutoff):
+    for transaction_id in await store.stale_pending(datetime.now(UTC)):
         if await finalize(store, blobs, transaction_id, codes.TIMEOUT, decided_by=None):
             swept += 1
     return swept

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery import Celery, Task
@@ -13,9 +14,9 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.messaging import PUBLISHED_HEADER, make_celery, publish_job
+from shared.messaging import PUBLISHED_HEADER, make_celery, publish_dead_letter, publish_job
 from shared.pipeline import METRICS_PORT, next_stage, queue_name, task_name
-from shared.runtime import StageDefinition, StageRuntime
+from shared.runtime import ModelFailure, StageDefinition, StageRuntime
 from shared.schema import StageJob
 from shared.settings import Settings, get_settings
 
@@ -40,10 +41,11 @@ def published_ns_of(request: Any) -> int | None:
     return int(value) if value is not None else None
 
 
-def create_worker_app(definition: StageDefinition, settings: Settings) -> Celery:
+def create_worker_app(
+    definition: StageDefinition, settings: Settings, runtime: StageRuntime | None = None
+) -> Celery:
     stage = definition.name
     app = make_celery(settings, name=f"faceval-{stage}")
-    runtime: StageRuntime | None = None
 
     def get_runtime() -> StageRuntime:
         nonlocal runtime
@@ -56,12 +58,18 @@ def create_worker_app(definition: StageDefinition, settings: Settings) -> Celery
         job = StageJob.model_validate(payload)
         rt = get_runtime()
         try:
-            follow_ups = rt.handle(job, published_ns_of(self.request))
+            outcome = rt.handle(job, published_ns_of(self.request))
+            if outcome.dead_letter is not None:
+                publish_dead_letter(app, outcome.dead_letter)
+                log.error("%s: job %s/%s dead-lettered", stage, job.transaction_id, job.image)
             following = next_stage(stage)
-            if follow_ups and following is not None:
-                for follow_up in follow_ups:
+            if outcome.follow_ups and following is not None:
+                for follow_up in outcome.follow_ups:
                     publish_job(app, following, follow_up)
                 rt.mark_advanced(job.transaction_id)
+        except ModelFailure as exc:
+            log.warning("%s: analysis failed (%s); retrying", stage, exc)
+            raise self.retry(exc=exc, countdown=0.2, max_retries=None) from exc
         except TRANSIENT_ERRORS as exc:
             delay = min(30.0, 0.5 * 2 ** int(self.request.retries))
             log.warning("%s: transient failure (%s); retry in %.1f s", stage, exc, delay)
@@ -85,7 +93,11 @@ def run_worker(definition: StageDefinition, settings: Settings | None = None) ->
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    app = create_worker_app(definition, settings)
+    # Models load here, before Celery starts: a model that cannot load ends the process with
+    # its error (Celery would swallow it in a signal handler and report the worker ready).
+    runtime = StageRuntime(definition, settings)
+    runtime.models()
+    app = create_worker_app(definition, settings, runtime)
     port = settings.metrics_port or METRICS_PORT[definition.name]
     start_http_server(port, addr="0.0.0.0")
     log.info("%s worker: metrics on :%d, consuming %s", definition.name, port,
@@ -100,7 +112,7 @@ def run_worker(definition: StageDefinition, settings: Settings | None = None) ->
             "--concurrency",
             str(settings.worker_concurrency),
             "--hostname",
-            f"{definition.name}@%h",
+            f"{definition.name}-{os.getpid()}@%h",
             "--loglevel",
             settings.log_level,
             "--without-gossip",

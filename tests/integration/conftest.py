@@ -23,8 +23,9 @@ import pika
 import pytest
 
 from shared.pipeline import STAGES, queue_name
+from shared.queues import pika_url
 from shared.settings import Settings, get_settings
-from shared.stack import Stack, free_port, pika_url
+from shared.stack import Stack, free_port
 from shared.storage import Doc, Store
 
 pytestmark = pytest.mark.integration
@@ -55,7 +56,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         patch.setenv(key, value)
     get_settings.cache_clear()
     settings = Settings()
-    stack = Stack(settings=settings, port=port, state_dir=state)
+    stack = Stack(settings=settings, port=port, state_dir=state, default_metrics_ports=False)
     try:
         stack.ensure_infrastructure()
         stack.start_services()
@@ -74,6 +75,7 @@ def _delete_queues(settings: Settings) -> None:
         channel = connection.channel()
         for stage in STAGES:
             channel.queue_delete(queue_name(stage, settings.queue_prefix))
+        channel.queue_delete(f"{settings.queue_prefix}.dead_letters")
     finally:
         connection.close()
 

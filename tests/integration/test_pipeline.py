@@ -15,7 +15,8 @@ import redis
 from shared.blobstore import image_key
 from shared.columns import analyst_row
 from shared.messaging import make_celery, publish_job
-from shared.pipeline import STAGES, queue_name
+from shared.pipeline import STAGES
+from shared.queues import stage_queue_stats
 from shared.schema import StageJob
 from shared.stack import Stack, queue_consumers
 from shared.storage import Doc, Store
@@ -229,19 +230,8 @@ def test_a_worker_killed_with_a_job_in_hand_loses_nothing(
 
 
 def _ready_messages(stack: Stack, stage: str) -> int:
-    import pika
-
-    from shared.stack import pika_url
-
-    connection = pika.BlockingConnection(pika.URLParameters(pika_url(stack.settings.broker_url)))
-    try:
-        ok = connection.channel().queue_declare(
-            queue_name(stage, stack.settings.queue_prefix),
-            passive=True,  # type: ignore[arg-type]
-        )
-        return int(ok.method.message_count)
-    finally:
-        connection.close()
+    stats = stage_queue_stats(stack.settings.broker_url, stack.settings.queue_prefix)
+    return stats[stage].ready
 
 
 def test_ends_with_image_expired_when_the_image_is_gone(
@@ -253,7 +243,7 @@ def test_ends_with_image_expired_when_the_image_is_gone(
     doc = new_transaction(
         transaction_id=tid, client_id=_client_id(stack, client_a), client_name=client_a.name,
         user_name="u", documento="d", process_guid=None, client_reference=None,
-        service="test", api_hash="test", images={}, expires_at=None,
+        service="test", api_hash="test", images={}, expires_at=None, deadline_seconds=60,
     )  # fmt: skip
 
     async def insert() -> None:
@@ -282,10 +272,9 @@ def test_sweeps_a_transaction_that_stopped_progressing_to_timeout(
     doc: dict[str, Any] = new_transaction(
         transaction_id=tid, client_id=_client_id(stack, client_a), client_name=client_a.name,
         user_name="u", documento="d", process_guid=None, client_reference=None,
-        service="test", api_hash="test", images={}, expires_at=None,
+        service="test", api_hash="test", images={}, expires_at=None, deadline_seconds=60,
     )  # fmt: skip
-    doc["created_ns"] -= 3600 * 10**9
-    doc["created_at"] = doc["created_at"].replace(year=doc["created_at"].year - 1)
+    doc["deadline_at"] = doc["created_at"].replace(year=doc["created_at"].year - 1)
 
     async def insert() -> None:
         store = Store(stack.settings.mongo_url, stack.settings.mongo_db)
