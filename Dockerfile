@@ -1,0 +1,84 @@
+# syntax=docker/dockerfile:1
+# FaceVal image: the gateway and the four stage workers (the same image; the command picks
+# the process). Multi-stage: build tools and pip caches stay in the build stages; the
+# runtime runs as a non-root user with the model files already inside, verified against
+# models/manifest.toml, so nothing is downloaded at run time.
+#
+#   docker build -t faceval .                   # gateway + workers (default target)
+#   docker build -t faceval-etl --target etl .  # the nightly analytics ETL (CronJob)
+#
+# Models come from installed packages (offline). Entries whose source is a URL are fetched
+# only when asked: --build-arg FACEVAL_MODELS_PULL_ARGS=--download.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# --- base: what every final image shares --------------------------------------------------
+FROM ${PYTHON_IMAGE} AS base
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+# libgomp1: OpenMP runtime for onnxruntime and OpenCV. tini-like reaping is left to the
+# orchestrator (compose `init: true`, Kubernetes' pause container).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
+RUN groupadd --system --gid 10001 faceval \
+    && useradd --system --uid 10001 --gid faceval --home-dir /home/faceval --create-home \
+       --shell /usr/sbin/nologin faceval
+
+# --- build: the virtualenv and the verified model files -------------------------------------
+FROM base AS build
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY shared ./shared
+COPY gateway ./gateway
+COPY services ./services
+COPY etl ./etl
+# No extras: the dev tools and the embedded (GPL) MongoDB-wire server never ship.
+RUN pip install .
+COPY models/manifest.toml /opt/faceval/models/manifest.toml
+ENV FACEVAL_MODEL_DIR=/opt/faceval/models
+ARG FACEVAL_MODELS_PULL_ARGS=""
+RUN faceval models pull ${FACEVAL_MODELS_PULL_ARGS} && faceval models list
+
+# --- build-etl: the same, plus the analytics ETL's libraries --------------------------------
+FROM build AS build-etl
+RUN pip install ".[etl]"
+
+# --- etl: `faceval etl run --out DIR` for the nightly CronJob --------------------------------
+FROM base AS etl
+COPY --from=build-etl /opt/venv /opt/venv
+# The output volume's mount point, owned by the runtime user (a new named volume copies it).
+RUN mkdir -p /data && chown faceval:faceval /data
+ENV PATH=/opt/venv/bin:$PATH \
+    HOME=/home/faceval \
+    FACEVAL_EMBEDDED_MONGO=false \
+    FACEVAL_STATE_DIR=/tmp/faceval
+WORKDIR /home/faceval
+USER 10001:10001
+ENTRYPOINT ["faceval"]
+CMD ["etl", "run", "--out", "/tmp/faceval/etl"]
+
+# --- runtime: gateway and workers (the default target) ---------------------------------------
+FROM base AS runtime
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/faceval/models /opt/faceval/models
+ENV PATH=/opt/venv/bin:$PATH \
+    HOME=/home/faceval \
+    FACEVAL_MODEL_DIR=/opt/faceval/models \
+    FACEVAL_HOST=0.0.0.0 \
+    FACEVAL_PORT=8000 \
+    FACEVAL_EMBEDDED_MONGO=false \
+    FACEVAL_STATE_DIR=/tmp/faceval
+WORKDIR /home/faceval
+USER 10001:10001
+# 8000: the gateway's API and /metrics. 9100: a worker's /metrics (FACEVAL_METRICS_PORT).
+EXPOSE 8000 9100
+# The gateway's liveness. Worker services override it with a check of their metrics port.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('FACEVAL_PORT', '8000') + '/healthz', timeout=4)"]
+ENTRYPOINT ["faceval"]
+CMD ["gateway"]
