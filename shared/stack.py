@@ -208,8 +208,15 @@ class Stack:
             proc.kill()
             proc.wait(5)
 
-    def stop(self) -> None:
-        # The gateway and workers first, the database they write to last.
-        for name in [n for n in self.processes if n != "mongo"]:
-            self.stop_process(name)
+    def stop(self, timeout: float = 20) -> None:
+        # The gateway and workers first, together (each finishes its job in parallel), then
+        # the database they write to.
+        services = [n for n in self.processes if n != "mongo"]
+        for name in services:
+            proc = self.processes[name]
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for name in services:
+            self.stop_process(name, timeout=max(0.1, deadline - time.monotonic()))
         self.stop_process("mongo")

@@ -75,12 +75,14 @@ def create_worker_app(
             log.warning("%s: transient failure (%s); retry in %.1f s", stage, exc, delay)
             raise self.retry(exc=exc, countdown=delay) from exc
 
-    @worker_ready.connect  # type: ignore[untyped-decorator]
+    # weak=False: these are closures; with Celery's default weak references they would be
+    # garbage-collected and never run.
+    @worker_ready.connect(weak=False)  # type: ignore[untyped-decorator]
     def _preload(**_: Any) -> None:
         # Load models before the first job so its queue time is not the model load time.
         get_runtime().models()
 
-    @worker_shutdown.connect  # type: ignore[untyped-decorator]
+    @worker_shutdown.connect(weak=False)  # type: ignore[untyped-decorator]
     def _close(**_: Any) -> None:
         if runtime is not None:
             runtime.close()
