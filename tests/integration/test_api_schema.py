@@ -19,7 +19,14 @@ from tests.integration.conftest import ApiClient
 
 pytestmark = pytest.mark.integration
 
-CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
+CHECKS = ",".join(
+    [
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_schema_conformance",
+    ]
+)
 
 
 def test_the_gateway_honours_its_openapi_schema(
