@@ -161,16 +161,16 @@ class StageRuntime:
         started_ns = time.time_ns()
         queue_ns = max(0, started_ns - published_ns) if published_ns else 0
         tid, side = job.transaction_id, job.image
-        mine = f"stages.{self.stage}.{side}.verdict"
-        doc = self._loop.run(self.store.get_transaction(tid, ("status", mine)))
-        if doc is None or doc["status"] != PENDING:
-            log.info("%s: transaction %s is gone or finished; job dropped", self.stage, tid)
-            return JobOutcome()
         outcome = JobOutcome()
-        after: Doc | None = None
-        if doc.get("stages", {}).get(self.stage, {}).get(side) is None:
-            recorded, after = self._analyze_and_record(job, started_ns, queue_ns, outcome)
-            if not recorded:
+        # No read first: the conditional write tells a redelivery (or an ended transaction)
+        # apart afterwards, which saves a database round-trip on every ordinary job.
+        go_on, after = self._analyze_and_record(job, started_ns, queue_ns, outcome)
+        if not go_on:
+            return outcome
+        if after is None:
+            after = self._loop.run(self.store.get_transaction(tid))
+            if after is None or after["status"] != PENDING:
+                log.info("%s: transaction %s is gone or finished; job dropped", self.stage, tid)
                 return outcome
         outcome.follow_ups = self._loop.run(self._advance(tid, side, after))
         return outcome
@@ -230,9 +230,10 @@ class StageRuntime:
         }
         if self.stage == "face_detector" and face is not None:
             record["face"] = face.to_dict()
+        letter: dict[str, Any] | None = None
         if verdict == "error":
             record["attempts"] = attempt
-            outcome.dead_letter = {
+            letter = {
                 "stage": self.stage,
                 "job": job.model_dump(mode="json"),
                 "attempts": attempt,
@@ -242,6 +243,7 @@ class StageRuntime:
             }
         after = self._loop.run(self.store.record_image_result(tid, self.stage, side, record))
         if after is not None:
+            outcome.dead_letter = letter
             # Observed only on the first write, so a redelivered job is never counted twice.
             labels = {"stage": self.stage, "image": side, "outcome": verdict}
             metrics.STAGE_QUEUE_SECONDS.labels(**labels).observe(queue_ns / 1e9)
