@@ -372,3 +372,44 @@ def test_transaction_documents_expire_through_a_ttl_index(stack: Stack) -> None:
     info = _run(indexes, stack)
     assert info["retention_ttl"]["expireAfterSeconds"] == 0
     assert info["retention_ttl"]["key"] == [("expires_at", 1)]
+
+
+# --- API keys ------------------------------------------------------------------------------------
+
+
+def test_a_rotated_or_revoked_key_stops_working_at_once(stack: Stack) -> None:
+    name = f"rotating-{uuid.uuid4().hex[:6]}"
+    created = _cli("client", "create", name)
+    assert created.returncode == 0, created.stderr
+    old_key = created.stdout.strip().splitlines()[-1]
+
+    def status(key: str) -> int:
+        return httpx.get(f"{stack.url}/v1/validations", headers={"X-API-Key": key}).status_code
+
+    assert status(old_key) == 200
+    rotated = _cli("client", "rotate", name)
+    assert rotated.returncode == 0, rotated.stderr
+    new_key = rotated.stdout.strip().splitlines()[-1]
+    assert new_key != old_key
+    assert status(old_key) == 401
+    assert status(new_key) == 200
+    assert _cli("client", "revoke", name).returncode == 0
+    assert status(new_key) == 401
+    assert _cli("client", "revoke", name).returncode == 1  # already revoked: says so
+
+
+def test_extreme_aspect_ratios_are_refused_or_judged_never_crash(
+    client_a: ApiClient, astronaut_jpegs: tuple[bytes, bytes]
+) -> None:
+    import numpy as np
+
+    from shared.imaging import encode_jpeg
+
+    strip = encode_jpeg(np.full((100, 6000, 3), 128, dtype=np.uint8))
+    refused = submit(client_a, strip, astronaut_jpegs[1], wait=0)
+    assert refused.status_code == 422
+    assert refused.json()["code"] == "image_too_small"
+    tall = encode_jpeg(np.full((8000, 130, 3), 90, dtype=np.uint8))
+    judged = submit(client_a, tall, tall).json()
+    assert judged["status"] == "completed"
+    assert judged["summary_reason"] == "no_face"
