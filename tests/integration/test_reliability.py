@@ -413,3 +413,22 @@ def test_extreme_aspect_ratios_are_refused_or_judged_never_crash(
     judged = submit(client_a, tall, tall).json()
     assert judged["status"] == "completed"
     assert judged["summary_reason"] == "no_face"
+
+
+def test_a_polyglot_is_treated_as_the_image_it_starts_with(
+    client_a: ApiClient, astronaut_jpegs: tuple[bytes, bytes], stack: Stack
+) -> None:
+    # A JPEG with a ZIP archive appended (as phones append extra pictures after the first
+    # image's end marker): accepted as a JPEG, analysed as one, never served back.
+    import io
+    import zipfile
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("payload.html", "<script>alert(1)</script>")
+    near = astronaut_jpegs[0] + archive.getvalue()
+    result = submit(client_a, near, astronaut_jpegs[1]).json()
+    assert result["summary_reason"] == "accepted"
+    assert result["stages"]["face_detector"]["near"]["verdict"] == "pass"
+    cache = redis.Redis.from_url(stack.settings.redis_url)
+    assert not cache.exists(image_key(result["transaction_id"], "near"))
