@@ -66,13 +66,19 @@ CMD ["etl", "run", "--out", "/tmp/faceval/etl"]
 FROM base AS runtime
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/faceval/models /opt/faceval/models
+# One thread per native pool (OMP/BLAS/OpenCV): scale with replicas instead; per-core pools
+# oversubscribe and spin (docs/benchmarks.md). A deployment can still override them.
 ENV PATH=/opt/venv/bin:$PATH \
     HOME=/home/faceval \
     FACEVAL_MODEL_DIR=/opt/faceval/models \
     FACEVAL_HOST=0.0.0.0 \
     FACEVAL_PORT=8000 \
     FACEVAL_EMBEDDED_MONGO=false \
-    FACEVAL_STATE_DIR=/tmp/faceval
+    FACEVAL_STATE_DIR=/tmp/faceval \
+    OMP_NUM_THREADS=1 \
+    OPENBLAS_NUM_THREADS=1 \
+    MKL_NUM_THREADS=1 \
+    OPENCV_FOR_THREADS_NUM=1
 WORKDIR /home/faceval
 USER 10001:10001
 # 8000: the gateway's API and /metrics. 9100: a worker's /metrics (FACEVAL_METRICS_PORT).

@@ -28,7 +28,10 @@ class Settings(BaseSettings):
     # --- stores -------------------------------------------------------------------------
     broker_url: str = "amqp://guest:guest@127.0.0.1:5672//"
     redis_url: str = "redis://127.0.0.1:6379/0"
-    mongo_url: str = "mongodb://127.0.0.1:27017/"
+    #: retryWrites=false: the embedded server keeps every retryable write's record and walks
+    #: them on each write; a single server has no failover for retries to help with anyway.
+    #: Deployments set their own URL.
+    mongo_url: str = "mongodb://127.0.0.1:27017/?retryWrites=false"
     mongo_db: str = "faceval"
     #: Stage queues are `<prefix>.<stage>`: lets environments share one RabbitMQ vhost.
     queue_prefix: str = "faceval"

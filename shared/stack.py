@@ -33,6 +33,17 @@ class StackError(RuntimeError):
     """The stack could not be brought up; the message says what to do."""
 
 
+#: One thread per native pool in each worker: with four workers on few cores, BLAS and
+#: OpenCV's per-core thread pools oversubscribe and spin (measured: -45% worker CPU per
+#: pair, +18% throughput; docs/benchmarks.md). Set only where not already set.
+NATIVE_THREADS: dict[str, str] = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENCV_FOR_THREADS_NUM": "1",
+}
+
+
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
         return True
@@ -168,8 +179,9 @@ class Stack:
         if not self.default_metrics_ports or port_open("127.0.0.1", port):
             port = free_port()  # another stack on this machine has the default
         self.metrics_ports[stage] = port
+        native = {k: v for k, v in NATIVE_THREADS.items() if k not in os.environ}
         self._spawn(stage, [sys.executable, "-m", f"services.{stage}"],
-                    {"FACEVAL_METRICS_PORT": str(port)})  # fmt: skip
+                    {"FACEVAL_METRICS_PORT": str(port), **native})  # fmt: skip
 
     def start_services(self) -> None:
         self.env.setdefault("FACEVAL_PORT", str(self.port))

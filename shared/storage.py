@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 Doc = dict[str, Any]
@@ -104,11 +104,16 @@ class Store:
         """Store one image's stage result once; the document after the write, or None if the
         result was already there (a redelivery) or the transaction had ended."""
         path = f"stages.{stage}.{image}"
-        return await self.transactions.find_one_and_update(
+        # update_one then find_one rather than find_one_and_update: the embedded server does
+        # not use the _id index for findAndModify (it scans every document), and on real
+        # MongoDB the extra indexed read costs ~0.2 ms.
+        outcome = await self.transactions.update_one(
             {"_id": transaction_id, "status": PENDING, path: {"$exists": False}},
             {"$set": {path: dict(result)}},
-            return_document=ReturnDocument.AFTER,
         )
+        if outcome.modified_count != 1:
+            return None
+        return await self.transactions.find_one({"_id": transaction_id})
 
     async def claim_decision(
         self, transaction_id: str, stage: str, decision: Mapping[str, Any]
@@ -128,11 +133,13 @@ class Store:
 
     async def finalize(self, transaction_id: str, fields: Mapping[str, Any]) -> Doc | None:
         """Move a pending transaction to its final state; None if it had already ended."""
-        return await self.transactions.find_one_and_update(
+        outcome = await self.transactions.update_one(
             {"_id": transaction_id, "status": PENDING},
             {"$set": {**fields, "status": COMPLETED}},
-            return_document=ReturnDocument.AFTER,
         )
+        if outcome.modified_count != 1:
+            return None
+        return await self.transactions.find_one({"_id": transaction_id})
 
     async def stale_pending(self, now: datetime, limit: int = 500) -> list[str]:
         cursor = self.transactions.find(

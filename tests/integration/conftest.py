@@ -43,7 +43,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     state = tmp_path_factory.mktemp("stack")
     port = free_port()
     env = {
-        "FACEVAL_MONGO_URL": f"mongodb://127.0.0.1:{free_port()}/",
+        "FACEVAL_MONGO_URL": f"mongodb://127.0.0.1:{free_port()}/?retryWrites=false",
         "FACEVAL_MONGO_DB": "faceval_test",
         "FACEVAL_QUEUE_PREFIX": f"faceval-test-{uuid.uuid4().hex[:8]}",
         "FACEVAL_STATE_DIR": str(state),
