@@ -63,3 +63,9 @@ audit: install
 ## Coverage-guided fuzzing of the upload path for a bounded time (FUZZ_SECONDS, default 60).
 fuzz: install
 	$(BIN)/python fuzz/fuzz_upload.py -max_total_time=$${FUZZ_SECONDS:-60} fuzz/corpus
+
+## Benchmarks: pipeline overhead against a raw broker chain and in-process models, early
+## termination, per-stage model cost and the gateway (about 10 minutes on 2 cores); writes
+## bench/results/latest.json (see docs/benchmarks.md).
+bench: install services
+	$(BIN)/python -m bench.run_all

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import json
+
+from bench.noop_worker import NoopModel, noop_stage
+from bench.pairs import ACCEPTED, bench_pairs
+from bench.raw_chain import body
+from shared.analysis import Model
+from shared.imaging import decode_rgb
+from shared.pipeline import STAGES
+
+
+def test_noop_stage_is_a_stage_that_needs_nothing() -> None:
+    for stage in STAGES:
+        definition = noop_stage(stage)
+        assert definition.name == stage
+        assert definition.needs_face is False
+        assert definition.pair_check is None
+        (model,) = definition.build_models(None)  # type: ignore[arg-type]
+        assert isinstance(model, Model)
+    result = NoopModel().analyze(decode_rgb(bench_pairs()["astronaut"].near), None)
+    assert result.rejections == () and result.face is None
+
+
+def test_raw_chain_messages_have_the_requested_size() -> None:
+    for size in (120, 700, 1500):
+        raw = body("0" * 32, "near", size)
+        assert len(raw) == size
+        assert json.loads(raw)["side"] == "near"
+    # Never truncated below what the message needs.
+    assert json.loads(body("0" * 32, "far", 10))["id"] == "0" * 32
+
+
+def test_bench_pairs_cover_every_outcome_once_with_the_pad_one_marked_simulated() -> None:
+    pairs = bench_pairs()
+    assert set(ACCEPTED) <= set(pairs)
+    stages = {p.expected_stage for p in pairs.values()}
+    assert {"face_detector", "quality", "pad", None} <= stages
+    assert [p.name for p in pairs.values() if p.simulated] == ["screen_replay"]
+    for pair in pairs.values():
+        assert pair.near[:3] == b"\xff\xd8\xff" and pair.far[:3] == b"\xff\xd8\xff"
