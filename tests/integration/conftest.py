@@ -80,15 +80,15 @@ def _delete_queues(settings: Settings) -> None:
         connection.close()
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", "from shared.cli import main; main()", *args],
-        capture_output=True, text=True, timeout=60, env=os.environ.copy(), check=False,
+        capture_output=True, text=True, timeout=120, env=os.environ.copy(), check=False,
     )  # fmt: skip
 
 
 def _client(stack: Stack, name: str) -> ApiClient:
-    done = _cli("client", "create", name)
+    done = cli("client", "create", name)
     assert done.returncode == 0, done.stderr
     key = done.stdout.strip().splitlines()[-1]
     http = httpx.Client(base_url=stack.url, headers={"X-API-Key": key}, timeout=60)
@@ -149,3 +149,33 @@ def read_doc(stack: Stack) -> Callable[[str], Doc | None]:
 @pytest.fixture
 def log_dir(stack: Stack) -> Path:
     return stack.log_dir
+
+
+def wait_for(predicate: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def with_store(stack: Stack, work: Callable[[Store], Any]) -> Any:
+    """Run `work(store)` (a coroutine) against the stack's MongoDB, as the ETL would."""
+
+    async def go() -> Any:
+        store = Store(stack.settings.mongo_url, stack.settings.mongo_db)
+        try:
+            return await work(store)
+        finally:
+            store.close()
+
+    return asyncio.run(go())
+
+
+def client_id(stack: Stack, client: ApiClient) -> str:
+    async def find(store: Store) -> str:
+        found = await store.client_by_name(client.name)
+        assert found is not None
+        return str(found["_id"])
+
+    return str(with_store(stack, find))

@@ -20,7 +20,7 @@ from shared.queues import stage_queue_stats
 from shared.schema import StageJob
 from shared.stack import Stack, queue_consumers
 from shared.storage import Doc, Store
-from tests.integration.conftest import ApiClient, submit, wait_final
+from tests.integration.conftest import ApiClient, client_id, submit, wait_final, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -184,14 +184,6 @@ def test_refuses_a_missing_form_field(
     assert "far" in response.json()["message"]
 
 
-def _wait_for(predicate: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 @pytest.mark.parametrize("stage", STAGES)
 def test_a_worker_killed_with_a_job_in_hand_loses_nothing(
     stage: str,
@@ -210,7 +202,7 @@ def test_a_worker_killed_with_a_job_in_hand_loses_nothing(
         def delivered_to_frozen_worker() -> bool:
             return _ready_messages(stack, stage) == 1
 
-        _wait_for(delivered_to_frozen_worker, 60, f"{stage} jobs to reach the frozen worker")
+        wait_for(delivered_to_frozen_worker, 60, f"{stage} jobs to reach the frozen worker")
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
     finally:
@@ -218,7 +210,7 @@ def test_a_worker_killed_with_a_job_in_hand_loses_nothing(
             worker.send_signal(signal.SIGCONT)
     stack.processes.pop(stage)
     stack.start_worker(stage)  # type: ignore[arg-type]
-    _wait_for(lambda: queue_consumers(settings.broker_url, settings.queue_prefix)[stage] > 0,
+    wait_for(lambda: queue_consumers(settings.broker_url, settings.queue_prefix)[stage] > 0,
               60, f"the restarted {stage} worker")  # fmt: skip
     final = wait_final(client_a, tid)
     assert final["summary_reason"] == "accepted", final
@@ -241,7 +233,7 @@ def test_ends_with_image_expired_when_the_image_is_gone(
 
     tid = f"expired-{time.time_ns()}"
     doc = new_transaction(
-        transaction_id=tid, client_id=_client_id(stack, client_a), client_name=client_a.name,
+        transaction_id=tid, client_id=client_id(stack, client_a), client_name=client_a.name,
         user_name="u", documento="d", process_guid=None, client_reference=None,
         service="test", api_hash="test", images={}, expires_at=None, deadline_seconds=60,
     )  # fmt: skip
@@ -270,7 +262,7 @@ def test_sweeps_a_transaction_that_stopped_progressing_to_timeout(
 
     tid = f"stuck-{time.time_ns()}"
     doc: dict[str, Any] = new_transaction(
-        transaction_id=tid, client_id=_client_id(stack, client_a), client_name=client_a.name,
+        transaction_id=tid, client_id=client_id(stack, client_a), client_name=client_a.name,
         user_name="u", documento="d", process_guid=None, client_reference=None,
         service="test", api_hash="test", images={}, expires_at=None, deadline_seconds=60,
     )  # fmt: skip
@@ -288,19 +280,6 @@ def test_sweeps_a_transaction_that_stopped_progressing_to_timeout(
     assert final["status"] == "completed"
     assert final["summary_reason"] == "timeout"
     assert final["summary_code"] == 90
-
-
-def _client_id(stack: Stack, client: ApiClient) -> str:
-    async def find() -> str:
-        store = Store(stack.settings.mongo_url, stack.settings.mongo_db)
-        try:
-            found = await store.client_by_name(client.name)
-            assert found is not None
-            return str(found["_id"])
-        finally:
-            store.close()
-
-    return asyncio.run(find())
 
 
 def test_prometheus_text_shows_stage_histograms(

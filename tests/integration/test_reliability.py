@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -25,46 +24,19 @@ from shared.schema import StageJob
 from shared.stack import Stack, free_port, queue_consumers, wait_for_port
 from shared.storage import Doc, Store
 from shared.transactions import new_transaction
-from tests.integration.conftest import ApiClient, submit, wait_final
+from tests.integration.conftest import (
+    ApiClient,
+    cli,
+    client_id,
+    submit,
+    wait_final,
+    wait_for,
+    with_store,
+)
 
 pytestmark = pytest.mark.integration
 
 ReadDoc = Callable[[str], Doc | None]
-
-
-def _wait_for(predicate: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from shared.cli import main; main()", *args],
-        capture_output=True, text=True, timeout=120, env=os.environ.copy(), check=False,
-    )  # fmt: skip
-
-
-def _run(coro_factory: Callable[[Store], Any], stack: Stack) -> Any:
-    async def go() -> Any:
-        store = Store(stack.settings.mongo_url, stack.settings.mongo_db)
-        try:
-            return await coro_factory(store)
-        finally:
-            store.close()
-
-    return asyncio.run(go())
-
-
-def _client_id(stack: Stack, client: ApiClient) -> str:
-    async def find(store: Store) -> str:
-        found = await store.client_by_name(client.name)
-        assert found is not None
-        return str(found["_id"])
-
-    return str(_run(find, stack))
 
 
 @contextmanager
@@ -88,11 +60,11 @@ def test_a_poison_job_is_dead_lettered_and_can_be_listed_and_requeued(
     # A job whose face context has no landmarks makes the accessory model raise every time.
     tid = f"poison-{uuid.uuid4().hex[:8]}"
     doc = new_transaction(
-        transaction_id=tid, client_id=_client_id(stack, client_a), client_name=client_a.name,
+        transaction_id=tid, client_id=client_id(stack, client_a), client_name=client_a.name,
         user_name="u", documento="d", process_guid=None, client_reference=None,
         service="test", api_hash="test", images={}, expires_at=None, deadline_seconds=120,
     )  # fmt: skip
-    _run(lambda store: store.create_transaction(doc), stack)
+    with_store(stack, lambda store: store.create_transaction(doc))
     cache = redis.Redis.from_url(stack.settings.redis_url)
     for side, data in zip(("near", "far"), astronaut_jpegs, strict=True):
         cache.set(image_key(tid, side), data, ex=600)
@@ -112,12 +84,12 @@ def test_a_poison_job_is_dead_lettered_and_can_be_listed_and_requeued(
         stored["stages"]["accessory"]["near"]["scores"]["accessory_detector"]["status"] == "error"
     )
 
-    listed = _cli("deadletters", "list")
+    listed = cli("deadletters", "list")
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.count(tid) == 2  # near and far
 
     first_finish = stored["finished_at"]
-    requeued = _cli("deadletters", "requeue", tid)
+    requeued = cli("deadletters", "requeue", tid)
     assert requeued.returncode == 0, requeued.stdout + requeued.stderr
     assert requeued.stdout.count("requeued") == 2
 
@@ -127,14 +99,14 @@ def test_a_poison_job_is_dead_lettered_and_can_be_listed_and_requeued(
         return (current is not None and current["status"] == "completed"
                 and current["finished_at"] > first_finish)  # fmt: skip
 
-    _wait_for(ended_again, 60, "the requeued transaction to end")
+    wait_for(ended_again, 60, "the requeued transaction to end")
     again = read_doc(tid)
     assert again is not None
     assert again["summary_reason"] == "internal_error"
     assert again["stages"]["accessory"]["far"]["attempts"] == stack.settings.max_job_attempts
     # Clean up: the letters from the second failure are for this test only.
     cache.delete(image_key(tid, "near"), image_key(tid, "far"))
-    assert _cli("deadletters", "requeue", tid).returncode == 1  # images gone: kept, said why
+    assert cli("deadletters", "requeue", tid).returncode == 1  # images gone: kept, said why
 
 
 # --- rate limits and load shedding -----------------------------------------------------------
@@ -142,7 +114,7 @@ def test_a_poison_job_is_dead_lettered_and_can_be_listed_and_requeued(
 
 def test_a_client_over_its_rate_limit_gets_429_with_retry_after(stack: Stack) -> None:
     name = f"tiny-{uuid.uuid4().hex[:6]}"
-    done = _cli("client", "create", name, "--rate-limit", "2")
+    done = cli("client", "create", name, "--rate-limit", "2")
     assert done.returncode == 0, done.stderr
     key = done.stdout.strip().splitlines()[-1]
     files = {"near": ("n.jpg", b""), "far": ("f.jpg", b"")}
@@ -171,7 +143,7 @@ def test_sheds_new_work_with_503_when_queues_are_too_deep(
         with frozen(stack, "face_detector"):
             tids = [submit(client_a, *astronaut_jpegs, wait=0).json()["transaction_id"]
                     for _ in range(2)]  # fmt: skip
-            _wait_for(lambda: stage_queue_stats(stack.settings.broker_url,
+            wait_for(lambda: stage_queue_stats(stack.settings.broker_url,
                       stack.settings.queue_prefix)["face_detector"].ready >= 3, 30,
                       "jobs to queue up")  # fmt: skip
             time.sleep(1.0)
@@ -220,13 +192,13 @@ def test_a_worker_stopped_with_sigterm_hands_back_its_job(
     proc = stack.processes["quality"]
     with frozen(stack, "quality"):
         tid = submit(client_a, *astronaut_jpegs, wait=0).json()["transaction_id"]
-        _wait_for(lambda: stage_queue_stats(settings.broker_url, settings.queue_prefix)[
+        wait_for(lambda: stage_queue_stats(settings.broker_url, settings.queue_prefix)[
             "quality"].ready == 1, 60, "a job in the frozen quality worker's hands")  # fmt: skip
         proc.send_signal(signal.SIGTERM)
     proc.wait(30)  # a warm shutdown: it exits by itself
     stack.processes.pop("quality")
     stack.start_worker("quality")
-    _wait_for(lambda: queue_consumers(settings.broker_url, settings.queue_prefix)["quality"] > 0,
+    wait_for(lambda: queue_consumers(settings.broker_url, settings.queue_prefix)["quality"] > 0,
               60, "the restarted quality worker")  # fmt: skip
     final = wait_final(client_a, tid)
     assert final["summary_reason"] == "accepted"
@@ -239,7 +211,7 @@ def test_workers_wait_out_a_mongodb_outage_without_losing_the_job(
     settings = stack.settings
     with frozen(stack, "face_detector"):
         tid = submit(client_a, *astronaut_jpegs, wait=0).json()["transaction_id"]
-        _wait_for(lambda: stage_queue_stats(settings.broker_url, settings.queue_prefix)[
+        wait_for(lambda: stage_queue_stats(settings.broker_url, settings.queue_prefix)[
             "face_detector"].ready == 1, 60, "a job in the frozen worker's hands")  # fmt: skip
         stack.stop_process("mongo")
     # The worker now finds MongoDB gone: it retries with backoff and acknowledges nothing.
@@ -264,7 +236,7 @@ def test_queued_jobs_survive_a_rabbitmq_restart_and_the_gateway_answers_503_mean
     settings = stack.settings
     with frozen(stack, "face_detector"):
         tid = submit(client_a, *astronaut_jpegs, wait=0).json()["transaction_id"]
-        _wait_for(lambda: stage_queue_stats(settings.broker_url, settings.queue_prefix)[
+        wait_for(lambda: stage_queue_stats(settings.broker_url, settings.queue_prefix)[
             "face_detector"].ready == 1, 60, "jobs queued")  # fmt: skip
         _rabbitmqctl("stop_app")
         try:
@@ -279,7 +251,7 @@ def test_queued_jobs_survive_a_rabbitmq_restart_and_the_gateway_answers_503_mean
     assert wait_for_port("127.0.0.1", 5672, 60)
     final = wait_final(client_a, tid, seconds=180)
     assert final["summary_reason"] == "accepted"
-    _wait_for(lambda: all(queue_consumers(settings.broker_url, settings.queue_prefix).values()),
+    wait_for(lambda: all(queue_consumers(settings.broker_url, settings.queue_prefix).values()),
               60, "every worker to reconnect")  # fmt: skip
 
 
@@ -369,7 +341,7 @@ def test_transaction_documents_expire_through_a_ttl_index(stack: Stack) -> None:
     async def indexes(store: Store) -> dict[str, Any]:
         return dict(await store.transactions.index_information())
 
-    info = _run(indexes, stack)
+    info = with_store(stack, indexes)
     assert info["retention_ttl"]["expireAfterSeconds"] == 0
     assert info["retention_ttl"]["key"] == [("expires_at", 1)]
 
@@ -379,7 +351,7 @@ def test_transaction_documents_expire_through_a_ttl_index(stack: Stack) -> None:
 
 def test_a_rotated_or_revoked_key_stops_working_at_once(stack: Stack) -> None:
     name = f"rotating-{uuid.uuid4().hex[:6]}"
-    created = _cli("client", "create", name)
+    created = cli("client", "create", name)
     assert created.returncode == 0, created.stderr
     old_key = created.stdout.strip().splitlines()[-1]
 
@@ -387,15 +359,15 @@ def test_a_rotated_or_revoked_key_stops_working_at_once(stack: Stack) -> None:
         return httpx.get(f"{stack.url}/v1/validations", headers={"X-API-Key": key}).status_code
 
     assert status(old_key) == 200
-    rotated = _cli("client", "rotate", name)
+    rotated = cli("client", "rotate", name)
     assert rotated.returncode == 0, rotated.stderr
     new_key = rotated.stdout.strip().splitlines()[-1]
     assert new_key != old_key
     assert status(old_key) == 401
     assert status(new_key) == 200
-    assert _cli("client", "revoke", name).returncode == 0
+    assert cli("client", "revoke", name).returncode == 0
     assert status(new_key) == 401
-    assert _cli("client", "revoke", name).returncode == 1  # already revoked: says so
+    assert cli("client", "revoke", name).returncode == 1  # already revoked: says so
 
 
 def test_extreme_aspect_ratios_are_refused_or_judged_never_crash(
