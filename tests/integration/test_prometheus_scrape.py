@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from tests.deploy.catalogue import (
     grafana_to_promql,
     tool,
 )
-from tests.integration.conftest import ApiClient, submit, wait_final
+from tests.integration.conftest import ApiClient, submit, wait_final, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +74,7 @@ def prometheus(stack: Stack, tmp_path: Path) -> Iterator[httpx.Client]:
     )  # fmt: skip
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
     try:
-        _wait_for(lambda: _ready(client, process), 60, "Prometheus did not become ready")
+        wait_for(lambda: _ready(client, process), 60, "Prometheus did not become ready")
         yield client
     finally:
         client.close()
@@ -94,14 +93,6 @@ def _ready(client: httpx.Client, process: subprocess.Popen[bytes]) -> bool:
         return client.get("/-/ready").status_code == 200
     except httpx.TransportError:
         return False
-
-
-def _wait_for(check: Callable[[], bool], seconds: float, message: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(message)
-        time.sleep(0.5)
 
 
 def _query(client: httpx.Client, expr: str) -> list[dict[str, Any]]:
@@ -138,30 +129,30 @@ def test_a_real_prometheus_scrapes_faceval_and_serves_its_queue_histogram(
     # not count a series' first sample as an increase.
     _submit_and_finish(client_a, astronaut_jpegs)
     selector = f'faceval_stage_queue_seconds_count{{job="faceval-workers", stage="{STAGE}"}}'
-    _wait_for(lambda: _value(prometheus, f"sum({selector})") is not None, 30,
+    wait_for(lambda: _value(prometheus, f"sum({selector})") is not None, 30,
               "the worker's histogram was never scraped")  # fmt: skip
     before = _value(prometheus, f"sum({selector})")
     assert before is not None and before >= 2  # the near and the far image
 
     _submit_and_finish(client_a, astronaut_jpegs)
-    _wait_for(lambda: (_value(prometheus, f"sum({selector})") or 0) >= before + 2, 30,
+    wait_for(lambda: (_value(prometheus, f"sum({selector})") or 0) >= before + 2, 30,
               "the second pair's jobs were not scraped")  # fmt: skip
 
     quantile = (
         "histogram_quantile(0.95, sum by (le) (rate(faceval_stage_queue_seconds_bucket"
         f'{{job="faceval-workers", stage="{STAGE}"}}[1m])))'
     )
-    _wait_for(lambda: _value(prometheus, quantile) is not None, 30, "no p95 queue latency")
+    wait_for(lambda: _value(prometheus, quantile) is not None, 30, "no p95 queue latency")
     p95 = _value(prometheus, quantile)
     assert p95 is not None and 0 < p95 <= 60, p95
 
     # The repository's recording rules work on the real exposition (le="1.0" included).
     slo = f'stage:faceval_stage_queue_slo_errors:ratio_rate5m{{stage="{STAGE}"}}'
-    _wait_for(lambda: _value(prometheus, slo) is not None, 30, "the SLO rule recorded nothing")
+    wait_for(lambda: _value(prometheus, slo) is not None, 30, "the SLO rule recorded nothing")
     ratio = _value(prometheus, slo)
     assert ratio is not None and 0 <= ratio <= 1
     recorded_p95 = f'stage:faceval_stage_queue_seconds:p95_5m{{stage="{STAGE}"}}'
-    _wait_for(lambda: _value(prometheus, recorded_p95) is not None, 30, "no recorded p95")
+    wait_for(lambda: _value(prometheus, recorded_p95) is not None, 30, "no recorded p95")
 
     # Both targets are up, and the gateway's own histogram arrives too.
     up = {r["metric"]["job"]: r["value"][1] for r in _query(prometheus, "up")}
