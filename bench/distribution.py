@@ -12,7 +12,7 @@ sequentially in one process (the headline ratio's baseline), and in one such pro
 core (a stricter ratio: the pipeline's workers use every core).
 
     python -m bench.distribution [--reps 3] [--light-count 16] [--burst-count 32]
-        [--variant default --variant single_threaded ...]
+        [--variant default --variant near_far ...]
 
 Variants change deployment settings only (environment variables), never code: see VARIANTS.
 """
@@ -20,14 +20,13 @@ Variants change deployment settings only (environment variables), never code: se
 from __future__ import annotations
 
 import argparse
-import contextlib
 import multiprocessing as mp
 import os
 import queue
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,9 +35,11 @@ from bench.harness import (
     Driver,
     bench_env,
     burst,
+    child_environment,
     closed_loop,
     cpu_seconds,
     rss_mib,
+    worker_defaults,
 )
 from bench.models import InProcessPipeline
 from bench.pairs import ACCEPTED, bench_pairs
@@ -52,21 +53,14 @@ from bench.stats import (
     steady_throughput,
     write_json,
 )
-
-#: Native thread pools (OpenBLAS, OpenMP, MKL, OpenCV) at one thread per process. Their
-#: defaults (one thread per core) oversubscribe the cores as soon as two processes compute.
-SINGLE_THREADED = {
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "OPENCV_FOR_THREADS_NUM": "1",
-}
+from shared.stack import NATIVE_THREADS
 
 
 @dataclass(frozen=True)
 class Variant:
-    """Deployment settings only: `env` for the workers and the in-process baseline alike,
-    `worker_env` for the workers alone."""
+    """Deployment settings only: `env` for the workers and the in-process baseline alike
+    (on top of what `Stack.start_worker` gives every worker), `worker_env` for the workers
+    alone."""
 
     description: str
     env: Mapping[str, str] = field(default_factory=dict)
@@ -75,20 +69,19 @@ class Variant:
     replicas: Mapping[str, int] = field(default_factory=dict)
 
 
+#: Every native pool (OpenBLAS, OpenMP, MKL, OpenCV) at one thread per core: their own
+#: default, and the workers' before one thread per pool became the stack's default.
+THREADS_PER_CORE = dict.fromkeys(NATIVE_THREADS, str(os.cpu_count() or 1))
+
 VARIANTS: dict[str, Variant] = {
-    "default": Variant("production defaults: one worker per stage, concurrency 1"),
-    "single_threaded": Variant("native thread pools at 1 thread per process", SINGLE_THREADED),
-    "single_threaded_near_far": Variant(
-        "single_threaded, and near and far of a stage at once (worker concurrency 2)",
-        SINGLE_THREADED,
-        {"FACEVAL_WORKER_CONCURRENCY": "2"},
-    ),
-    "single_threaded_quality_x2": Variant(
-        "single_threaded, and two quality workers (the costliest stage)",
-        SINGLE_THREADED,
-        replicas={"quality": 2},
-    ),
-}
+    "default": Variant("production settings: one worker per stage, concurrency 1, "
+                       "one thread per native pool"),
+    "threads_per_core": Variant("native pools at one thread per core (their own default)",
+                                THREADS_PER_CORE),
+    "near_far": Variant("near and far of a stage at once (FACEVAL_WORKER_CONCURRENCY=2)",
+                        worker_env={"FACEVAL_WORKER_CONCURRENCY": "2"}),
+    "quality_x2": Variant("two quality workers (the costliest stage)", replicas={"quality": 2}),
+}  # fmt: skip
 
 
 def alternating(count: int) -> list[str]:
@@ -118,21 +111,6 @@ def _inprocess_worker(names: list[str], starts: list[Any], results: Any) -> None
         results.put(("done", (began, time.perf_counter(), runs)))
 
 
-@contextlib.contextmanager
-def _environment(extra: Mapping[str, str]) -> Iterator[None]:
-    """Children spawned inside inherit `extra` (thread-pool sizes are read at their start)."""
-    saved = {k: os.environ.get(k) for k in extra}
-    os.environ.update(extra)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def inprocess_runs(
     count: int, processes: int, reps: int, env: Mapping[str, str]
 ) -> list[dict[str, Any]]:
@@ -142,7 +120,7 @@ def inprocess_runs(
     results = ctx.Queue()
     names = alternating(count)
     chunks = [names[i::processes] for i in range(processes)]
-    with _environment(env):
+    with child_environment(env):
         procs = [ctx.Process(target=_inprocess_worker, args=(c, starts, results)) for c in chunks]
         for proc in procs:
             proc.start()
@@ -277,8 +255,9 @@ def measure_faceval(
 
 def measure_inprocess(variant: Variant, reps: int, count: int) -> dict[str, Any]:
     cores = os.cpu_count() or 1
-    single = inprocess_runs(count, 1, reps, variant.env)
-    per_core = inprocess_runs(count, cores, reps, variant.env) if cores > 1 else single
+    env = {**worker_defaults(), **variant.env}  # the workers' own native-pool settings
+    single = inprocess_runs(count, 1, reps, env)
+    per_core = inprocess_runs(count, cores, reps, env) if cores > 1 else single
     floors: dict[str, list[float]] = defaultdict(list)
     for entry in single:
         for name, value in entry["floor_ms"].items():

@@ -26,7 +26,16 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bench.harness import BenchEnv, Driver, bench_env, burst, closed_loop, cpu_seconds
+from bench.harness import (
+    BenchEnv,
+    Driver,
+    bench_env,
+    burst,
+    closed_loop,
+    cpu_seconds,
+    run_in_child,
+    worker_defaults,
+)
 from bench.models import InProcessPipeline
 from bench.pairs import bench_pairs
 from bench.stats import format_table, latency_summary, machine, ratio, spread, write_json
@@ -97,7 +106,7 @@ def measure(
 def run(
     env: BenchEnv, reps: int = 3, latency_count: int = 6, burst_count: int = 10
 ) -> dict[str, Any]:
-    analyzers = analyzer_ms()
+    analyzers = run_in_child(worker_defaults(), analyzer_ms)  # the workers' pool settings
     env.start_workers("real")
     driver = Driver(env.settings)
     try:

@@ -14,6 +14,7 @@ Redis message the last stage's finalisation publishes, timed in this process.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing as mp
 import os
 import shutil
 import sys
@@ -21,10 +22,11 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import pika
@@ -40,8 +42,10 @@ from shared.pipeline import STAGES, queue_name
 from shared.queues import pika_url, stage_queue_stats
 from shared.schema import StageJob
 from shared.settings import Settings, get_settings
-from shared.stack import Stack, StackError, free_port, port_open, wait_for_port
+from shared.stack import NATIVE_THREADS, Stack, StackError, free_port, port_open, wait_for_port
 from shared.storage import expiry
+
+T = TypeVar("T")
 
 #: Every benchmark wait is bounded: a stuck transaction fails the run instead of hanging it.
 DONE_TIMEOUT_S = 120.0
@@ -65,10 +69,14 @@ class BenchEnv:
     def create(
         cls, label: str, extra_env: Mapping[str, str] | None = None, mongo_options: str = ""
     ) -> BenchEnv:
-        """`mongo_options`: a MongoDB URL query (e.g. "retryWrites=false") for every process."""
+        """`mongo_options`: MongoDB URL options added to the configured URL's own (the
+        default URL's `retryWrites=false`, for one) for every process."""
         state = Path(tempfile.mkdtemp(prefix=f"faceval-bench-{label}-"))
         prefix = f"faceval-bench-{label}-{uuid.uuid4().hex[:6]}"
-        query = f"?{mongo_options}" if mongo_options else ""
+        get_settings.cache_clear()
+        configured = urlsplit(get_settings().mongo_url).query
+        options = "&".join(o for o in (configured, mongo_options) if o)
+        query = f"?{options}" if options else ""
         os.environ.update({
             "FACEVAL_MONGO_URL": f"mongodb://127.0.0.1:{free_port()}/{query}",
             "FACEVAL_QUEUE_PREFIX": prefix,
@@ -98,7 +106,11 @@ class BenchEnv:
         self, kind: str, replicas: int | Mapping[str, int] = 1,
         env: Mapping[str, str] | None = None,
     ) -> dict[str, int]:  # fmt: skip
-        """Start worker processes ("real" or "noop"), `replicas` per stage; name -> pid."""
+        """Start worker processes ("real" or "noop"), `replicas` per stage; name -> pid.
+
+        Each gets what `Stack.start_worker` gives a production worker (one thread per native
+        pool, unless this environment sets them), then `env`.
+        """
         per_stage = {s: replicas if isinstance(replicas, int) else replicas.get(s, 1)
                      for s in STAGES}  # fmt: skip
         pids: dict[str, int] = {}
@@ -107,7 +119,8 @@ class BenchEnv:
             argv = [sys.executable, "-m", module, *([] if kind == "real" else [stage])]
             for index in range(per_stage[stage]):
                 name = f"{kind}-{stage}-{index}"
-                self.stack._spawn(name, argv, {"FACEVAL_METRICS_PORT": str(free_port()),
+                self.stack._spawn(name, argv, {**worker_defaults(),
+                                               "FACEVAL_METRICS_PORT": str(free_port()),
                                                **(env or {})})  # fmt: skip
                 self._worker_names.append(name)
                 pids[name] = self.stack.processes[name].pid
@@ -208,6 +221,34 @@ class BenchEnv:
             with contextlib.suppress(Exception):
                 _queue_op(self.settings.broker_url, self._queue_names(), delete=True)
             shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def worker_defaults() -> dict[str, str]:
+    """The environment `Stack.start_worker` adds for a production worker."""
+    return {k: v for k, v in NATIVE_THREADS.items() if k not in os.environ}
+
+
+@contextlib.contextmanager
+def child_environment(extra: Mapping[str, str]) -> Iterator[None]:
+    """Processes spawned inside inherit `extra` (thread-pool sizes are read at their start)."""
+    saved = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run_in_child(env: Mapping[str, str], fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` in a fresh (spawned) process with `env`: native thread pools are sized
+    when NumPy and OpenCV load, which this process did long ago."""
+    ctx = mp.get_context("spawn")  # this process has threads: never fork it
+    with child_environment(env), ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        return pool.submit(fn, *args).result(timeout=600)
 
 
 def _queue_op(broker_url: str, names: Sequence[str], delete: bool) -> int:

@@ -12,6 +12,7 @@ the queues, the database and the per-stage decode.
 Prints per model and per stage the execution time per image at the images' native size
 (each pair's JPEG decoded once, as a monolith would), the latency floor of each pair
 (per stage the longer of near and far, summed), and writes bench/results/models.json.
+Measured in a fresh process with the native thread-pool settings the stack gives workers.
 RSS per worker process is measured on the real workers by bench.distribution.
 """
 
@@ -25,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.harness import run_in_child, worker_defaults
 from bench.pairs import BenchPair, bench_pairs
 from bench.stats import format_table, machine, spread, write_json
 from shared import transactions
@@ -207,7 +209,8 @@ def main() -> None:
     args = parser.parse_args()
     if not 1 <= args.reps <= 50:
         parser.error("--reps: 1 to 50")
-    report = run(args.reps)
+    # In a fresh process with the workers' native-pool settings (sized when NumPy loads).
+    report = run_in_child(worker_defaults(), run, args.reps)
     print_report(report)
     print(f"\nwrote {write_json('models.json', report)}")
 

@@ -109,6 +109,7 @@ class RawChain:
     def __init__(self, broker_url: str, redis_url: str, prefix: str, size: int) -> None:
         self.prefix = prefix
         self.size = size
+        self.broker_url = broker_url
         self.redis = redis.Redis.from_url(redis_url)
         # No heartbeats: a blocking connection only answers them while called, and the
         # benchmark may wait on Redis for longer than two heartbeat intervals (loopback only).
@@ -144,9 +145,15 @@ class RawChain:
             self.redis.delete(*keys[start : start + 500])
 
     def delete_queues(self) -> None:
-        for hop in range(HOPS):
-            self.channel.queue_delete(hop_queue(self.prefix, hop))
-        self.channel.exchange_delete(exchange(self.prefix))
+        # On a connection of its own: the benchmark's may have been closed by the broker.
+        connection = connect(self.broker_url, heartbeat=0)
+        try:
+            channel = connection.channel()
+            for hop in range(HOPS):
+                channel.queue_delete(hop_queue(self.prefix, hop))
+            channel.exchange_delete(exchange(self.prefix))
+        finally:
+            connection.close()
 
     def close(self) -> None:
         self.listener.close()
