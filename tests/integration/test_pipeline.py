@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import time
 from collections.abc import Callable
@@ -19,8 +18,15 @@ from shared.pipeline import STAGES
 from shared.queues import stage_queue_stats
 from shared.schema import StageJob
 from shared.stack import Stack, queue_consumers
-from shared.storage import Doc, Store
-from tests.integration.conftest import ApiClient, client_id, submit, wait_final, wait_for
+from shared.storage import Doc
+from tests.integration.conftest import (
+    ApiClient,
+    client_id,
+    submit,
+    wait_final,
+    wait_for,
+    with_store,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -238,14 +244,7 @@ def test_ends_with_image_expired_when_the_image_is_gone(
         service="test", api_hash="test", images={}, expires_at=None, deadline_seconds=60,
     )  # fmt: skip
 
-    async def insert() -> None:
-        store = Store(stack.settings.mongo_url, stack.settings.mongo_db)
-        try:
-            await store.create_transaction(doc)
-        finally:
-            store.close()
-
-    asyncio.run(insert())
+    with_store(stack, lambda store: store.create_transaction(doc))
     celery = make_celery(stack.settings)
     for side in ("near", "far"):
         publish_job(celery, "face_detector", StageJob(transaction_id=tid, image=side))
@@ -268,14 +267,7 @@ def test_sweeps_a_transaction_that_stopped_progressing_to_timeout(
     )  # fmt: skip
     doc["deadline_at"] = doc["created_at"].replace(year=doc["created_at"].year - 1)
 
-    async def insert() -> None:
-        store = Store(stack.settings.mongo_url, stack.settings.mongo_db)
-        try:
-            await store.create_transaction(doc)
-        finally:
-            store.close()
-
-    asyncio.run(insert())
+    with_store(stack, lambda store: store.create_transaction(doc))
     final = wait_final(client_a, tid, seconds=30)
     assert final["status"] == "completed"
     assert final["summary_reason"] == "timeout"
