@@ -102,6 +102,28 @@ class ModelResult:
     face: Face | None = None
     #: Small, JSON-safe facts worth keeping (e.g. how many faces were seen).
     details: Mapping[str, object] = field(default_factory=dict)
+    #: A face-recognition model sets this: the unit-length template of the face, handed to
+    #: the stage's pair check and to 1:1 / 1:N matching (never a score, never a decision).
+    embedding: Embedding | None = None
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """A face template: which model made it (templates of two models never compare)."""
+
+    model: str
+    version: str
+    vector: NDArray[np.float32]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"model": self.model, "version": self.version,
+                "vector": [round(float(v), 6) for v in self.vector]}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Embedding:
+        values = data["vector"]
+        assert isinstance(values, list)
+        return cls(str(data["model"]), str(data["version"]), np.asarray(values, np.float32))
 
 
 @dataclass(frozen=True)
