@@ -53,7 +53,7 @@ from bench.stats import (
     steady_throughput,
     write_json,
 )
-from shared.stack import NATIVE_THREADS
+from tools.stack import NATIVE_THREADS
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,8 @@ from etl.synthetic import synthetic_documents, synthetic_table
 from etl.transform import transform
 from etl.warehouse import DuckDBWarehouse, PostgresWarehouse
 from shared.settings import Settings
-from shared.stack import free_port
 from shared.storage import Store
+from tools.stack import free_port
 
 T = TypeVar("T")
 DAYS = 7

@@ -29,9 +29,9 @@ from bench.harness import BenchEnv, BenchError, bench_env, cpu_seconds
 from bench.pairs import bench_pairs
 from bench.stats import format_table, latency_summary, machine, spread, write_json
 from shared.blobstore import image_key
-from shared.cli import _create_client
 from shared.messaging import make_celery, stage_queue
 from shared.pipeline import STAGES
+from tools.stack import create_client
 
 #: Requests per level: enough for a p99, bounded so that a level lasts seconds.
 REQUESTS = {1: 60, 4: 120, 16: 160}
@@ -103,7 +103,7 @@ def run(env: BenchEnv, reps: int = 3, concurrency: Sequence[int] = (1, 4, 16)) -
     runs: dict[int, list[dict[str, Any]]] = {c: [] for c in concurrency}
     try:
         wait_ready(url)
-        _, key = asyncio.run(_create_client(env.settings, f"bench-{uuid.uuid4().hex[:6]}"))
+        _, key = asyncio.run(create_client(env.settings, f"bench-{uuid.uuid4().hex[:6]}"))
         gateway = env.stack.processes["gateway"].pid
         me = psutil.Process().pid
         asyncio.run(level(url, key, 2, 10))  # warm-up: connections, first-use paths

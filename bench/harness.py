@@ -42,8 +42,8 @@ from shared.pipeline import STAGES, queue_name
 from shared.queues import pika_url, stage_queue_stats
 from shared.schema import StageJob
 from shared.settings import Settings, get_settings
-from shared.stack import NATIVE_THREADS, Stack, StackError, free_port, port_open, wait_for_port
 from shared.storage import expiry
+from tools.stack import NATIVE_THREADS, Stack, StackError, free_port, port_open, wait_for_port
 
 T = TypeVar("T")
 

@@ -25,7 +25,7 @@ from typing import Any
 from pymongo import MongoClient, ReturnDocument
 
 from bench.stats import format_table, machine, write_json
-from shared.stack import free_port, wait_for_port
+from tools.stack import free_port, wait_for_port
 
 
 def _doc(index: int) -> dict[str, Any]:

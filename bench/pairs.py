@@ -15,7 +15,7 @@ import numpy as np
 
 from shared.analysis import Image
 from shared.imaging import encode_jpeg
-from shared.samples import SAMPLES, astronaut_pair
+from tools.samples import SAMPLES, astronaut_pair
 
 
 @dataclass(frozen=True)

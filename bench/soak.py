@@ -31,7 +31,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared.imaging import encode_jpeg
-from shared.samples import SAMPLES
+from tools.samples import SAMPLES
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -121,9 +121,8 @@ def main() -> None:
     stack = None
     url, key = args.url, args.key
     if not url:
-        from shared.cli import _create_client, _start_stack
         from shared.settings import get_settings
-        from shared.stack import free_port
+        from tools.stack import create_client, free_port, start_stack
 
         state = Path(tempfile.mkdtemp(prefix="faceval-soak-"))
         os.environ.update({
@@ -133,9 +132,9 @@ def main() -> None:
             "FACEVAL_RATE_LIMIT_PER_MINUTE": "100000",
         })  # fmt: skip
         get_settings.cache_clear()
-        stack = _start_stack(free_port())
+        stack = start_stack(free_port())
         url = stack.url
-        _, key = asyncio.run(_create_client(get_settings(), f"soak-{uuid.uuid4().hex[:6]}"))
+        _, key = asyncio.run(create_client(get_settings(), f"soak-{uuid.uuid4().hex[:6]}"))
     try:
         report = asyncio.run(soak(url, key, args.rate, args.seconds, args.drain))
     finally:

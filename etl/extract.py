@@ -1,6 +1,6 @@
 """Extract: finished transactions from MongoDB to the analysts' columns, anonymised.
 
-Each document is flattened by `shared.columns.analyst_row` (the one definition of the
+Each document is flattened by `etl.columns.analyst_row` (the one definition of the
 columns), its identifiers are re-keyed, and everything else in the document is left
 behind. The result is an Arrow table with the extract schema.
 """
@@ -17,14 +17,14 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 
 from etl.anonymise import anonymise_row
+from etl.columns import analyst_row
 from etl.dates import DayRange
 from etl.errors import SourceUnavailable
 from etl.progress import progress_bar
 from etl.schema import EXTRACT_FIELDS, EXTRACT_SCHEMA
-from shared.columns import analyst_row
 from shared.settings import Settings
-from shared.stack import Stack, StackError, port_open
 from shared.storage import PyMongoError, Store
+from tools.stack import Stack, StackError, port_open
 
 
 class ExtractBuilder:

@@ -13,10 +13,10 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from etl.anonymise import IDENTIFIER_COLUMNS
+from etl.columns import ANALYST_COLUMNS
 from etl.dates import DayRange
 from etl.errors import MissingInput
 from etl.schema import DERIVED_FIELDS, EXTRACT_FIELDS
-from shared.columns import ANALYST_COLUMNS
 
 EXTRACT_CSV = "extract.csv"
 EXTRACT_PARQUET = "extract.parquet"
@@ -113,7 +113,7 @@ def write_dictionary(out: Path) -> list[Path]:
     lines = [
         "# FaceVal ETL data dictionary",
         "",
-        "Generated from `shared.columns.COLUMNS` and `etl.schema`. Times are milliseconds;",
+        "Generated from `etl.columns.COLUMNS` and `etl.schema`. Times are milliseconds;",
         "a stage or model that did not run is null, never 0. `user_name` and `documento` are",
         "keyed hashes (re-keyed for export); no raw identifier is exported.",
         "",

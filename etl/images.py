@@ -1,6 +1,6 @@
 """The kinds of selfie pairs `faceval simulate` sends, built from the bundled samples.
 
-Good pairs come from `shared.samples`; the others are made from them the way real
+Good pairs come from `tools.samples`; the others are made from them the way real
 captures fail: out of focus, underexposed, a surgical mask over the lower face (painted
 where the real detector finds the nose and mouth), no face at all, or a group photo.
 """
@@ -16,7 +16,7 @@ import numpy as np
 
 from shared.analysis import Face, Image
 from shared.imaging import encode_jpeg
-from shared.samples import (
+from tools.samples import (
     astronaut_pair,
     blurred_pair,
     group_member_pair,

@@ -1,6 +1,6 @@
-"""Column types of every table the ETL writes, derived from `shared.columns` (one source).
+"""Column types of every table the ETL writes, derived from `etl.columns` (one source).
 
-The extract is exactly `shared.columns.COLUMNS` (the analysts' list first); staging adds
+The extract is exactly `etl.columns.COLUMNS` (the analysts' list first); staging adds
 the day it belongs to; the warehouse's fact table adds the derived analytical columns.
 """
 
@@ -11,11 +11,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from etl.columns import COLUMNS
 from shared.analysis import IMAGE_SIDES
-from shared.columns import COLUMNS
 from shared.pipeline import COLUMN_SERVICE, STAGES, StageName
 
-#: Arrow type of each `Column.type` of shared.columns, plus the types derived columns use.
+#: Arrow type of each `Column.type` of etl.columns, plus the types derived columns use.
 ARROW_TYPES: dict[str, Any] = {
     "string": pa.string(),
     "int": pa.int32(),

@@ -82,7 +82,7 @@ def _next_kind(rng: random.Random) -> str:
 def _submit(
     url: str, key: str, pair: tuple[bytes, bytes], user: str, process: str
 ) -> dict[str, Any]:
-    from shared.client import FaceValClient
+    from client.client import FaceValClient
 
     with FaceValClient(url, key) as api:
         result = api.submit(pair[0], pair[1], user_id=user, process_guid=process, wait=30)
@@ -128,13 +128,13 @@ def _user(
 
 
 def _create_clients(settings: Settings, count: int, seed: int) -> list[str]:
-    from shared.cli import _create_client
+    from tools.stack import create_client
 
     suffix = uuid.uuid4().hex[:6]
     keys = []
     for i in range(count):
         name = f"sim-{CLIENT_NAMES[i % len(CLIENT_NAMES)]}-{i}-{suffix}"
-        _, key = asyncio.run(_create_client(settings, name))
+        _, key = asyncio.run(create_client(settings, name))
         keys.append(key)
     return keys
 
@@ -190,8 +190,7 @@ def main(args: argparse.Namespace) -> int:
     settings = get_settings()
     if args.synthetic:
         return write_synthetic(settings, args.synthetic, args.seed)
-    from shared.cli import _start_stack
-    from shared.stack import StackError, free_port, port_open
+    from tools.stack import StackError, free_port, port_open, start_stack
 
     url = args.url or f"http://{settings.host}:{settings.port}"
     stack = None
@@ -205,7 +204,7 @@ def main(args: argparse.Namespace) -> int:
             flush=True,
         )
         try:
-            stack = _start_stack(port)
+            stack = start_stack(port)
         except StackError as exc:
             print(f"faceval simulate: {exc}", file=sys.stderr)
             return 1

@@ -213,7 +213,7 @@ def _stage_record(row: dict[str, Any], stage: str, side: str) -> dict[str, Any] 
 
 
 def document_from_row(row: dict[str, Any]) -> dict[str, Any]:
-    """The operational document that `shared.columns.analyst_row` reads `row` back from."""
+    """The operational document that `etl.columns.analyst_row` reads `row` back from."""
     stages: dict[str, Any] = {}
     for stage in STAGES:
         records = {side: _stage_record(row, stage, side) for side in ("near", "far")}

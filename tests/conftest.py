@@ -6,7 +6,7 @@ import pytest
 
 from shared.analysis import Image
 from shared.imaging import encode_jpeg
-from shared.samples import astronaut_pair, blurred_pair, no_face_pair
+from tools.samples import astronaut_pair, blurred_pair, no_face_pair
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import jsonschema  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from shared.cli import build_parser
+from cli.main import build_parser
 from shared.pipeline import STAGES
 from shared.settings import Settings
 from tests.deploy.catalogue import PROMETHEUS_DIR, REPO

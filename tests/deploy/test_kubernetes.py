@@ -353,7 +353,7 @@ def test_dev_urls_point_at_the_dev_backend_services() -> None:
 
 
 def test_the_etl_cron_job_runs_the_etl_once_at_a_time() -> None:
-    from shared.cli import build_parser
+    from cli.main import build_parser
 
     cron = named(render("prod"), "CronJob", "faceval-etl")
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"

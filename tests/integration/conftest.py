@@ -25,8 +25,8 @@ import pytest
 from shared.pipeline import STAGES, queue_name
 from shared.queues import pika_url
 from shared.settings import Settings, get_settings
-from shared.stack import Stack, free_port
 from shared.storage import Doc, Store
+from tools.stack import Stack, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +82,7 @@ def _delete_queues(settings: Settings) -> None:
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from shared.cli import main; main()", *args],
+        [sys.executable, "-c", "from cli.main import main; main()", *args],
         capture_output=True, text=True, timeout=120, env=os.environ.copy(), check=False,
     )  # fmt: skip
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.stack import Stack
 from tests.integration.conftest import ApiClient
+from tools.stack import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from shared.batch import finished_pairs
-from shared.client import ApiError, AsyncFaceValClient, FaceValClient
+from client.batch import finished_pairs
+from client.client import ApiError, AsyncFaceValClient, FaceValClient
 from shared.pipeline import STAGES
-from shared.samples import SamplePair, write_samples
-from shared.stack import Stack
 from tests.integration.conftest import ApiClient
+from tools.samples import SamplePair, write_samples
+from tools.stack import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 def _faceval(stack: Stack, key: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "FACEVAL_API_KEY": key}
     return subprocess.run(
-        [sys.executable, "-c", "from shared.cli import main; main()", *args, "--url", stack.url],
+        [sys.executable, "-c", "from cli.main import main; main()", *args, "--url", stack.url],
         capture_output=True, text=True, timeout=300, env=env, check=False,
     )  # fmt: skip
 

@@ -24,9 +24,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from shared.samples import SamplePair, write_samples
-from shared.stack import Stack
 from tests.integration.conftest import ApiClient
+from tools.samples import SamplePair, write_samples
+from tools.stack import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -313,7 +313,7 @@ def test_says_when_the_rate_limit_is_reached(
 ) -> None:
     name = f"demo-limited-{uuid.uuid4().hex[:6]}"
     created = subprocess.run(
-        [sys.executable, "-c", "from shared.cli import main; main()",
+        [sys.executable, "-c", "from cli.main import main; main()",
          "client", "create", name, "--rate-limit", "1"],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip

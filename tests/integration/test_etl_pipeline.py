@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from etl import pipeline
+from etl.columns import COLUMN_NAMES
 from etl.dates import DayRange
 from etl.errors import DataQualityError
 from etl.extract import extract_documents
@@ -28,12 +29,11 @@ from etl.files import Manifest, write_extract
 from etl.pipeline import Options
 from etl.staging import Staging
 from etl.warehouse import DuckDBWarehouse
-from shared.columns import COLUMN_NAMES
 from shared.settings import Settings
-from shared.stack import Stack, free_port
 from shared.storage import Doc
 from tests.integration.conftest import ApiClient, submit, wait_final
 from tests.unit.test_etl_dataset import DAY1, DAY2, documents
+from tools.stack import Stack, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +62,7 @@ def _drop_schemas(*schemas: str) -> None:
 
 def _etl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from shared.cli import main; main()", "etl", *args],
+        [sys.executable, "-c", "from cli.main import main; main()", "etl", *args],
         capture_output=True,
         text=True,
         timeout=180,

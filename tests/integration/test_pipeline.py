@@ -11,13 +11,12 @@ import httpx
 import pytest
 import redis
 
+from etl.columns import analyst_row
 from shared.blobstore import image_key
-from shared.columns import analyst_row
 from shared.messaging import make_celery, publish_job
 from shared.pipeline import STAGES
 from shared.queues import stage_queue_stats
 from shared.schema import StageJob
-from shared.stack import Stack, queue_consumers
 from shared.storage import Doc
 from tests.integration.conftest import (
     ApiClient,
@@ -27,6 +26,7 @@ from tests.integration.conftest import (
     wait_for,
     with_store,
 )
+from tools.stack import Stack, queue_consumers
 
 pytestmark = pytest.mark.integration
 
@@ -300,12 +300,12 @@ def test_cli_submit_prints_the_result_json(
     import subprocess
     import sys
 
-    from shared.samples import write_samples
+    from tools.samples import write_samples
 
     written = {s.name: (n, f) for s, n, f in write_samples(tmp_path)}
     near, far = written["no_face"]
     done = subprocess.run(
-        [sys.executable, "-c", "from shared.cli import main; main()", "submit", str(near),
+        [sys.executable, "-c", "from cli.main import main; main()", "submit", str(near),
          str(far), "--key", client_a.key, "--url", stack.url],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip

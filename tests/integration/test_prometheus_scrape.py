@@ -14,7 +14,6 @@ import httpx
 import pytest
 import yaml
 
-from shared.stack import Stack, free_port
 from tests.deploy.catalogue import (
     GRAFANA_DIR,
     PROMETHEUS_DIR,
@@ -23,6 +22,7 @@ from tests.deploy.catalogue import (
     tool,
 )
 from tests.integration.conftest import ApiClient, submit, wait_final, wait_for
+from tools.stack import Stack, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,6 @@ from shared.blobstore import image_key
 from shared.messaging import make_celery, publish_job
 from shared.queues import stage_queue_stats
 from shared.schema import StageJob
-from shared.stack import Stack, free_port, queue_consumers, wait_for_port
 from shared.storage import Doc, Store
 from shared.transactions import new_transaction
 from tests.integration.conftest import (
@@ -33,6 +32,7 @@ from tests.integration.conftest import (
     wait_for,
     with_store,
 )
+from tools.stack import Stack, free_port, queue_consumers, wait_for_port
 
 pytestmark = pytest.mark.integration
 

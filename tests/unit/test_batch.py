@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from shared import batch
-from shared.batch import BatchError, Options, Pair, Progress
-from shared.client import ApiError, AsyncFaceValClient
+from client import batch
+from client.batch import BatchError, Options, Pair, Progress
+from client.client import ApiError, AsyncFaceValClient
 
 
 def _touch(folder: Path, *names: str) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.client import ApiError, AsyncFaceValClient, FaceValClient
+from client.client import ApiError, AsyncFaceValClient, FaceValClient
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.columns import ANALYST_COLUMNS, COLUMN_NAMES, analyst_row
+from etl.columns import ANALYST_COLUMNS, COLUMN_NAMES, analyst_row
 
 IMG = ("near_img", "far_img")
 

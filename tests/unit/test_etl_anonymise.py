@@ -8,13 +8,13 @@ import duckdb
 import pyarrow.parquet as pq
 
 from etl.anonymise import rekey
+from etl.columns import ANALYST_COLUMNS, COLUMN_NAMES
 from etl.dates import DayRange
 from etl.extract import extract_documents
 from etl.files import EXTRACT_CSV, Manifest, write_extract
 from etl.reports.build import write_report
 from etl.transform import transform
 from etl.warehouse import DuckDBWarehouse
-from shared.columns import ANALYST_COLUMNS, COLUMN_NAMES
 from tests.unit.test_etl_dataset import (
     DAY1,
     DAY2,

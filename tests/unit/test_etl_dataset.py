@@ -27,8 +27,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from etl.columns import analyst_row
 from shared.codes import BY_REASON
-from shared.columns import analyst_row
 from shared.pipeline import STAGES
 
 DAY1, DAY2 = "2026-03-02", "2026-03-03"

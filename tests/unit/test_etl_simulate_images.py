@@ -6,7 +6,7 @@ import numpy as np
 
 from etl.images import dark_pairs, masked_pairs
 from etl.simulate import Budget
-from shared.samples import astronaut_pair
+from tools.samples import astronaut_pair
 
 
 def test_masked_capture_covers_the_lower_face_only() -> None:

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from cli.main import main
 from shared.analysis import Face, Image
-from shared.cli import main
-from shared.evaluation.calibrate import propose
-from shared.evaluation.datasets import load_boxes
-from shared.evaluation.detector import iou, match
 from shared.imaging import encode_jpeg
 from shared.settings import Settings
+from tools.eval.calibrate import propose
+from tools.eval.datasets import load_boxes
+from tools.eval.detector import iou, match
 
 #: A box around the astronaut's face, hairline to chin, set by eye on the image.
 ASTRONAUT_FACE = [172.0, 45.0, 105.0, 135.0]

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli.main import main
 from shared.analysis import Image
-from shared.cli import main
-from shared.evaluation.datasets import SIMULATION_MARKER, load_pad_dataset
-from shared.evaluation.iso import det_points, evaluate
-from shared.evaluation.pad import SIMULATION_BANNER
-from shared.evaluation.simulate import generate, print_attack, replay_attack
 from shared.imaging import encode_jpeg
+from tools.eval.datasets import SIMULATION_MARKER, load_pad_dataset
+from tools.eval.iso import det_points, evaluate
+from tools.eval.pad import SIMULATION_BANNER
+from tools.eval.simulate import generate, print_attack, replay_attack
 
 BONA = [0.05, 0.10, 0.20, 0.30, 0.40, 0.45, 0.50, 0.60, 0.70, 0.90]
 ATTACKS = {"print": [0.30, 0.55, 0.80, 0.95], "replay": [0.65, 0.85, 0.99]}
@@ -132,7 +132,7 @@ def test_simulated_replays_carry_the_screen_cues_the_heuristics_look_for(
     astronaut: Image,
 ) -> None:
     from services.pad.model import cue_scores
-    from shared.samples import astronaut_pair
+    from tools.samples import astronaut_pair
 
     near, _ = astronaut_pair()
     face_box = None  # the whole near crop is the face region here

@@ -18,13 +18,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from etl.columns import analyst_row
 from services.face_detector.scrfd import ScrfdDetector
 from services.face_detector.stage import build_models as detector_models
 from services.onnx_slot import InputSpec, OnnxScorer, OutputSpec
 from services.pad.stage import build_models as pad_models
 from services.quality.stage import build_models as quality_models
 from shared.analysis import Face, Image, ModelInfo, UnavailableModel
-from shared.columns import analyst_row
 from shared.models_registry import BUNDLED_MANIFEST
 from shared.onnx import build_session
 from shared.runtime import analyze_image

@@ -20,8 +20,8 @@ from services.pad.stage import build_models as pad_models
 from shared.analysis import Face, Image
 from shared.models_registry import BUNDLED_MANIFEST
 from shared.runtime import analyze_image
-from shared.samples import astronaut_pair, group_pair
 from shared.settings import Settings
+from tools.samples import astronaut_pair, group_pair
 
 WIDTH = 640
 #: A head in mm, nose tip at the origin, depth (z) away from the camera. Deliberately not
@@ -134,7 +134,7 @@ def test_the_pad_stage_runs_the_pair_check_on_the_flat_sample_pairs() -> None:
 
 
 def test_pair_scores_reach_the_extra_columns() -> None:
-    from shared.columns import analyst_row
+    from etl.columns import analyst_row
 
     pair = NearFarConsistency()(record(photograph(250, True)), record(photograph(500, True)))
     doc = {"stages": {"pad": {"decision": {"outcome": "pass", "pair_scores": pair.scores}}}}

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import retinaface.weights
 
+from cli.commands.models import pull
 from services.face_detector.stage import build_models as detector_models
-from shared.evaluation.commands import pull
 from shared.models_registry import (
     BUNDLED_MANIFEST,
     ModelNotReady,

@@ -14,53 +14,27 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from cli.commands.models import add_commands as register_model_commands
 from etl.cli import register as register_etl
-from shared import apikeys
-from shared.evaluation.commands import add_commands as register_model_commands
 from shared.pipeline import STAGES
-from shared.settings import Settings, get_settings
-from shared.stack import Stack, StackError, free_port, port_open
-from shared.storage import DuplicateKeyError, Store
-
-# --- clients -------------------------------------------------------------------------------
-
-
-async def _create_client(
-    settings: Settings, name: str, rate_limit: int | None = None
-) -> tuple[str, str]:
-    store = Store(settings.mongo_url, settings.mongo_db)
-    try:
-        await store.ensure_indexes(settings.retention_days)
-        key = apikeys.generate_key()
-        client_id = apikeys.new_client_id()
-        await store.create_client(client_id, name, apikeys.hash_key(key), rate_limit)
-        return client_id, key
-    finally:
-        store.close()
-
-
-async def _rotate_client(settings: Settings, name: str) -> str | None:
-    store = Store(settings.mongo_url, settings.mongo_db)
-    try:
-        key = apikeys.generate_key()
-        return key if await store.rotate_client_key(name, apikeys.hash_key(key)) else None
-    finally:
-        store.close()
-
-
-async def _revoke_client(settings: Settings, name: str) -> bool:
-    store = Store(settings.mongo_url, settings.mongo_db)
-    try:
-        return await store.revoke_client(name)
-    finally:
-        store.close()
+from shared.settings import get_settings
+from shared.storage import DuplicateKeyError
+from tools.stack import (
+    StackError,
+    create_client,
+    free_port,
+    port_open,
+    revoke_client,
+    rotate_client,
+    start_stack,
+)
 
 
 def cmd_client(args: argparse.Namespace) -> int:
     settings = get_settings()
     if args.action == "create":
         try:
-            client_id, key = asyncio.run(_create_client(settings, args.name, args.rate_limit))
+            client_id, key = asyncio.run(create_client(settings, args.name, args.rate_limit))
         except DuplicateKeyError:
             print(f"a client named {args.name!r} exists; use `faceval client rotate`",
                   file=sys.stderr)  # fmt: skip
@@ -69,14 +43,14 @@ def cmd_client(args: argparse.Namespace) -> int:
         print(key)
         return 0
     if args.action == "rotate":
-        new_key = asyncio.run(_rotate_client(settings, args.name))
+        new_key = asyncio.run(rotate_client(settings, args.name))
         if new_key is None:
             print(f"no client named {args.name!r}", file=sys.stderr)
             return 1
         print(f"new API key for {args.name} (the old one no longer works):")
         print(new_key)
         return 0
-    if not asyncio.run(_revoke_client(settings, args.name)):
+    if not asyncio.run(revoke_client(settings, args.name)):
         print(f"no active client named {args.name!r}", file=sys.stderr)
         return 1
     print(f"client {args.name} revoked")
@@ -86,23 +60,10 @@ def cmd_client(args: argparse.Namespace) -> int:
 # --- running the stack ---------------------------------------------------------------------
 
 
-def _start_stack(port: int) -> Stack:
-    settings = get_settings()
-    stack = Stack(settings=settings, port=port, state_dir=settings.state_dir.resolve())
-    stack.ensure_infrastructure()
-    stack.start_services()
-    try:
-        stack.wait_ready()
-    except BaseException:
-        stack.stop()
-        raise
-    return stack
-
-
 def cmd_up(args: argparse.Namespace) -> int:
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(message)s")
     try:
-        stack = _start_stack(args.port)
+        stack = start_stack(args.port)
     except StackError as exc:
         print(f"faceval up: {exc}", file=sys.stderr)
         return 1
@@ -147,14 +108,14 @@ def _demo_page_hint(url: str, with_key: bool) -> str:
     if not with_key:
         return (f"Try it in a browser: {page} (a key: `faceval client create NAME`, "
                 "or start with `faceval up --demo-key`)")  # fmt: skip
-    _, key = asyncio.run(_create_client(get_settings(), f"demo-{uuid.uuid4().hex[:8]}"))
+    _, key = asyncio.run(create_client(get_settings(), f"demo-{uuid.uuid4().hex[:8]}"))
     # In the fragment: the browser never sends it, so it stays out of server logs.
     return f"Try it in a browser (the link holds a new demo API key): {page}#key={key}"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from shared.client import FaceValClient
-    from shared.samples import write_samples
+    from client.client import FaceValClient
+    from tools.samples import write_samples
 
     logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(message)s")
     settings = get_settings()
@@ -162,13 +123,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"Starting FaceVal (gateway on 127.0.0.1:{port}, logs in {settings.state_dir}/logs)...",
           flush=True)  # fmt: skip
     try:
-        stack = _start_stack(port)
+        stack = start_stack(port)
     except StackError as exc:
         print(f"faceval demo: {exc}", file=sys.stderr)
         return 1
     failures = 0
     try:
-        _, key = asyncio.run(_create_client(settings, f"demo-{uuid.uuid4().hex[:8]}"))
+        _, key = asyncio.run(create_client(settings, f"demo-{uuid.uuid4().hex[:8]}"))
         samples = write_samples(settings.state_dir.resolve() / "samples")
         print(f"Submitting {len(samples)} sample pairs (times in ms: execution/queue)\n")
         with FaceValClient(stack.url, key) as api:
@@ -197,7 +158,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from shared.client import ApiError, FaceValClient
+    from client.client import ApiError, FaceValClient
 
     settings = get_settings()
     key = args.key or os.environ.get("FACEVAL_API_KEY")
@@ -219,7 +180,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _submit_batch(args: argparse.Namespace, url: str, key: str) -> int:
-    from shared import batch
+    from client import batch
 
     if not args.batch or args.near or args.far or not args.out:
         print("usage: faceval submit NEAR FAR, or faceval submit --batch FOLDER|CSV --out FILE",
@@ -252,7 +213,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
 
 def cmd_samples(args: argparse.Namespace) -> int:
-    from shared.samples import write_samples
+    from tools.samples import write_samples
 
     for sample, near, far in write_samples(Path(args.directory)):
         print(f"{sample.name}: {near} {far} (expected {sample.expected_reason})")

@@ -22,7 +22,7 @@ from typing import Any, Literal, Protocol, TextIO
 
 import httpx
 
-from shared.client import ApiError, AsyncFaceValClient, is_final
+from client.client import ApiError, AsyncFaceValClient, is_final
 from shared.pipeline import STAGES
 
 Format = Literal["jsonl", "csv"]

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.evaluation.datasets import IMAGE_SUFFIXES
 from shared.imaging import decode_rgb
 from shared.runtime import analyze_image
 from shared.settings import Settings
+from tools.eval.datasets import IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)

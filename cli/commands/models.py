@@ -87,8 +87,8 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_pad(args: argparse.Namespace) -> int:
-    from shared.evaluation import pad
-    from shared.evaluation.datasets import load_pad_dataset
+    from tools.eval import pad
+    from tools.eval.datasets import load_pad_dataset
 
     settings = get_settings()
     dataset = load_pad_dataset(Path(args.dataset), split=args.split, limit=args.limit)
@@ -116,8 +116,8 @@ def cmd_eval_pad(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_detector(args: argparse.Namespace) -> int:
-    from shared.evaluation.datasets import load_boxes
-    from shared.evaluation.detector import build_detect, evaluate_detector
+    from tools.eval.datasets import load_boxes
+    from tools.eval.detector import build_detect, evaluate_detector
 
     name, detect = build_detect(get_settings(), args.max_side)
     metrics = evaluate_detector(Path(args.images), load_boxes(Path(args.labels)), detect, args.iou)
@@ -131,9 +131,9 @@ def cmd_eval_detector(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_simulate(args: argparse.Namespace) -> int:
-    from shared.evaluation import simulate
-    from shared.evaluation.datasets import IMAGE_SUFFIXES
     from shared.imaging import decode_rgb
+    from tools.eval import simulate
+    from tools.eval.datasets import IMAGE_SUFFIXES
 
     if args.source:
         paths = sorted(
@@ -149,7 +149,7 @@ def cmd_eval_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate_quality(args: argparse.Namespace) -> int:
-    from shared.evaluation import calibrate
+    from tools.eval import calibrate
 
     settings = get_settings()
     rows, skipped = calibrate.collect(Path(args.directory), settings)

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.analysis import Face, Image
-from shared.evaluation.datasets import Box
 from shared.imaging import decode_rgb
 from shared.models_registry import Registry
 from shared.onnx import build_session
 from shared.settings import Settings
+from tools.eval.datasets import Box
 
 Detect = Callable[[Image], list[Face]]
 

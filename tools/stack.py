@@ -22,9 +22,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from shared import apikeys
 from shared.pipeline import METRICS_PORT, STAGES, StageName
 from shared.queues import stage_queue_stats
-from shared.settings import Settings
+from shared.settings import Settings, get_settings
+from shared.storage import Store
 
 log = logging.getLogger(__name__)
 
@@ -232,3 +234,51 @@ class Stack:
         for name in services:
             self.stop_process(name, timeout=max(0.1, deadline - time.monotonic()))
         self.stop_process("mongo")
+
+
+# --- clients (direct store access: admin operations have no HTTP route) -------------------
+
+
+async def create_client(
+    settings: Settings, name: str, rate_limit: int | None = None
+) -> tuple[str, str]:
+    store = Store(settings.mongo_url, settings.mongo_db)
+    try:
+        await store.ensure_indexes(settings.retention_days)
+        key = apikeys.generate_key()
+        client_id = apikeys.new_client_id()
+        await store.create_client(client_id, name, apikeys.hash_key(key), rate_limit)
+        return client_id, key
+    finally:
+        store.close()
+
+
+async def rotate_client(settings: Settings, name: str) -> str | None:
+    store = Store(settings.mongo_url, settings.mongo_db)
+    try:
+        key = apikeys.generate_key()
+        return key if await store.rotate_client_key(name, apikeys.hash_key(key)) else None
+    finally:
+        store.close()
+
+
+async def revoke_client(settings: Settings, name: str) -> bool:
+    store = Store(settings.mongo_url, settings.mongo_db)
+    try:
+        return await store.revoke_client(name)
+    finally:
+        store.close()
+
+
+def start_stack(port: int, settings: Settings | None = None) -> Stack:
+    """The whole stack on this machine, ready to serve, or StackError saying what is missing."""
+    settings = settings or get_settings()
+    stack = Stack(settings=settings, port=port, state_dir=settings.state_dir.resolve())
+    stack.ensure_infrastructure()
+    stack.start_services()
+    try:
+        stack.wait_ready()
+    except BaseException:
+        stack.stop()
+        raise
+    return stack

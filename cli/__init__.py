@@ -1,0 +1,1 @@
+"""The `faceval` command line: the top floor, importing everything below and imported by nothing."""
