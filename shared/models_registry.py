@@ -166,7 +166,16 @@ def _package_bytes(source: Source) -> bytes:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ModelNotReady(f"package {source.package or module_name} is not installed") from exc
+        package = source.package or module_name
+        name = exc.name or "" if isinstance(exc, ModuleNotFoundError) else ""
+        missing = bool(name) and (module_name == name or module_name.startswith(name + "."))
+        # Only a missing module is "not installed": an installed package that fails to import
+        # (a second OpenCV needing libGL, say) must show its own error, or the fix is hidden.
+        if missing:
+            raise ModelNotReady(f"package {package} is not installed") from exc
+        raise ModelNotReady(
+            f"package {package} is installed but cannot be imported: {exc}"
+        ) from exc
     value = getattr(module, attr, None)
     if not isinstance(value, bytes):
         raise ModelNotReady(f"{source.attribute} is not a bytes attribute")
