@@ -35,6 +35,7 @@ def new_transaction(
     images: Mapping[str, Mapping[str, Any]],
     expires_at: datetime | None,
     deadline_seconds: float,
+    policy: Mapping[str, Any] | None = None,
 ) -> Doc:
     now_ns = time.time_ns()
     return {
@@ -52,6 +53,9 @@ def new_transaction(
         "api_hash": api_hash,
         "images": {side: dict(info) for side, info in images.items()},
         "stages": {},
+        #: The client's decision policy at submission time (e.g. which accessories reject):
+        #: stored so that a redelivered job decides as the first delivery did.
+        "policy": dict(policy) if policy else None,
         "created_at": datetime.fromtimestamp(now_ns / 1e9, UTC),
         "created_ns": now_ns,
         "deadline_at": datetime.fromtimestamp(now_ns / 1e9 + deadline_seconds, UTC),

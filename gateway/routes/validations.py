@@ -1,0 +1,93 @@
+"""POST/GET /v1/validations: submit a near/far pair, read one result, list recent ones."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+
+from gateway import submit
+from gateway.deps import ClientDep, DepsDep, WaitQuery, error_responses
+from gateway.errors import ApiError
+from shared.schema import Accepted, ValidationList, ValidationResult, ValidationSummary
+
+router = APIRouter(tags=["validations"])
+
+
+@router.post(
+    "/v1/validations",
+    status_code=202,
+    response_model=ValidationResult | Accepted,
+    responses={
+        200: {"model": ValidationResult, "description": "Finished within `wait`."},
+        202: {"model": Accepted, "description": "Accepted; poll the status URL."},
+        **error_responses(400, 401, 413, 415, 422, 429, 503),
+    },
+    summary="Submit a near and a far selfie for validation",
+)
+async def submit_validation(
+    request: Request,
+    d: DepsDep,
+    who: ClientDep,
+    near: Annotated[UploadFile, File(description="Selfie taken near the camera.")],
+    far: Annotated[UploadFile, File(description="Selfie taken far from the camera.")],
+    user_id: Annotated[
+        str,
+        Form(min_length=1, max_length=128, description="End user's identifier (document number)."),
+    ],
+    process_guid: Annotated[
+        str | None,
+        Form(description="The client's agreement process GUID (procesoConvenioGuid)."),
+    ] = None,
+    client_reference: Annotated[str | None, Form(max_length=128)] = None,
+    wait: WaitQuery = 0.0,
+) -> Response:
+    form = await request.form()
+    repeated = sorted({k for k in form if len(form.getlist(k)) > 1} & submit.FORM_FIELDS)
+    if repeated:
+        raise ApiError("invalid_field", f"Form field(s) sent more than once: {repeated}.")
+    await submit.admit(d, who)
+    fields = submit.Submission(user_id, submit.normalised_guid(process_guid), client_reference)
+    images = await submit.read_images(d, {"near": near, "far": far})
+    tid = await submit.create_validation(d, who, fields, images)
+    status_url = str(request.url_for("get_validation", transaction_id=tid))
+    wait = min(wait, d.settings.max_wait_seconds)
+    return await submit.respond(d, tid, who, wait, status_url, created=True)
+
+
+@router.get(
+    "/v1/validations/{transaction_id}",
+    response_model=ValidationResult,
+    responses=error_responses(401, 404, 422),
+    summary="Get a validation's status and result",
+)
+async def get_validation(
+    request: Request, transaction_id: str, d: DepsDep, who: ClientDep, wait: WaitQuery = 0.0
+) -> Response:
+    status_url = str(request.url_for("get_validation", transaction_id=transaction_id))
+    wait = min(wait, d.settings.max_wait_seconds)
+    return await submit.respond(d, transaction_id, who, wait, status_url, created=False)
+
+
+@router.get(
+    "/v1/validations",
+    response_model=ValidationList,
+    responses=error_responses(401, 422),
+    summary="List this client's most recent validations",
+)
+async def list_validations(
+    d: DepsDep, who: ClientDep, limit: Annotated[int, Query(ge=1, le=100)] = 20
+) -> ValidationList:
+    docs = await d.store.recent_client_transactions(who.id, limit)
+    return ValidationList(
+        items=[
+            ValidationSummary(
+                transaction_id=doc["_id"],
+                status=doc["status"],
+                summary_code=doc.get("summary_code"),
+                summary_reason=doc.get("summary_reason"),
+                created_at=doc["created_at"],
+            )
+            for doc in docs
+        ]
+    )

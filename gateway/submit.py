@@ -1,0 +1,162 @@
+"""Accepting a validation: checks, then images to Redis, the document to MongoDB and the
+first stage's two jobs to RabbitMQ, or nothing at all."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass
+
+from celery import Celery
+from fastapi import UploadFile
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from gateway.deps import Client, Deps
+from gateway.errors import ApiError
+from gateway.limits import check_rate
+from shared import transactions
+from shared.imaging import CheckedImage, ImageRejected, inspect_upload
+from shared.messaging import publish_job
+from shared.pipeline import STAGES
+from shared.pseudonym import pseudonymise
+from shared.results import to_result
+from shared.schema import Accepted, StageJob
+from shared.storage import PENDING, Doc, expiry
+
+log = logging.getLogger(__name__)
+
+SERVICE = "POST /v1/validations"
+FORM_FIELDS = {"near", "far", "user_id", "process_guid", "client_reference"}
+
+
+@dataclass(frozen=True)
+class Upload:
+    checked: CheckedImage
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Submission:
+    user_id: str
+    process_guid: str | None
+    client_reference: str | None
+
+
+async def admit(d: Deps, who: Client) -> None:
+    """Per-client rate limit, then load shedding: refused before any upload is read."""
+    limit = who.rate_limit_per_minute or d.settings.rate_limit_per_minute
+    retry_after = await check_rate(d.blobs.redis, who.id, limit)
+    if retry_after is not None:
+        raise ApiError(
+            "rate_limited",
+            f"At most {limit} validations a minute for this client.",
+            headers={"Retry-After": str(retry_after)},
+        )
+    if d.depth.known and d.depth.depth > d.settings.max_queue_depth:
+        raise ApiError("overloaded", headers={"Retry-After": "10"})
+
+
+def normalised_guid(process_guid: str | None) -> str | None:
+    if not process_guid:
+        return None
+    try:
+        return str(uuid.UUID(process_guid))
+    except ValueError as exc:
+        raise ApiError("invalid_field", "process_guid must be a GUID.") from exc
+
+
+async def read_images(d: Deps, uploads: dict[str, UploadFile]) -> dict[str, Upload]:
+    """Each upload read up to the limit and checked (format, size, pixels, full decode)."""
+    checked: dict[str, Upload] = {}
+    for side, upload in uploads.items():
+        raw = await upload.read(d.settings.max_upload_bytes + 1)
+        try:
+            info = await run_in_threadpool(
+                inspect_upload,
+                raw,
+                max_bytes=d.settings.max_upload_bytes,
+                max_pixels=d.settings.max_image_pixels,
+                min_side=d.settings.min_image_side,
+            )
+        except ImageRejected as exc:
+            raise ApiError(exc.code, f"{side}: {exc.message}", detail={"image": side}) from exc
+        checked[side] = Upload(info, raw)
+    return checked
+
+
+async def create_validation(
+    d: Deps, who: Client, form: Submission, images: dict[str, Upload]
+) -> str:
+    """Store and queue a checked pair; the transaction id, or 503 with nothing left behind."""
+    tid = uuid.uuid4().hex
+    secret = d.settings.pseudonym_secret.get_secret_value()
+    doc = transactions.new_transaction(
+        transaction_id=tid,
+        client_id=who.id,
+        client_name=who.name,
+        user_name=pseudonymise(secret, "user", f"{who.id}:{form.user_id}"),
+        documento=pseudonymise(secret, "document", form.user_id),
+        process_guid=form.process_guid,
+        client_reference=form.client_reference,
+        service=SERVICE,
+        api_hash=d.api_hash,
+        images={
+            s: {
+                "width": u.checked.width,
+                "height": u.checked.height,
+                "format": u.checked.format,
+                "bytes": u.checked.size_bytes,
+            }
+            for s, u in images.items()
+        },
+        expires_at=None,
+        deadline_seconds=d.settings.transaction_deadline_seconds,
+        policy=who.policy,
+    )
+    doc["expires_at"] = expiry(doc["created_at"], d.settings.retention_days)
+    try:
+        await d.blobs.put_images(
+            tid, {s: u.data for s, u in images.items()}, ttl=d.settings.image_ttl_seconds
+        )
+        await d.store.create_transaction(doc)
+        await run_in_threadpool(publish_first_stage, d.celery, tid)
+    except Exception as exc:
+        log.warning("could not queue %s: %s", tid, exc)
+        # Not accepted, so not kept: the client was told to retry.
+        with contextlib.suppress(Exception):
+            await d.store.transactions.delete_one({"_id": tid, "status": PENDING})
+            await d.blobs.delete_images(tid)
+        raise ApiError("service_unavailable", headers={"Retry-After": "5"}) from exc
+    return tid
+
+
+def publish_first_stage(celery: Celery, tid: str) -> None:
+    for side in ("near", "far"):
+        publish_job(celery, STAGES[0], StageJob(transaction_id=tid, image=side))
+
+
+async def respond(
+    d: Deps, tid: str, who: Client, wait: float, status_url: str, *, created: bool
+) -> Response:
+    """The result when final (waiting up to `wait` s for it), else 202 for a new one."""
+    doc: Doc | None
+    if wait > 0:
+        with d.waiter.watch(tid) as done:
+            doc = await d.store.get_client_transaction(tid, who.id)
+            if doc is not None and doc["status"] == PENDING:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), timeout=wait)
+                doc = await d.store.get_client_transaction(tid, who.id)
+    else:
+        doc = await d.store.get_client_transaction(tid, who.id)
+    if doc is None:
+        # Another client's transaction is indistinguishable from a missing one.
+        raise ApiError("not_found")
+    if doc["status"] == PENDING and created:
+        body = Accepted(transaction_id=tid, status="pending", status_url=status_url)
+        return JSONResponse(body.model_dump(), status_code=202, headers={"Location": status_url})
+    result = to_result(doc, status_url)
+    return JSONResponse(result.model_dump(mode="json"), status_code=200)
