@@ -123,6 +123,15 @@ class Settings(BaseSettings):
     #: rejects. Off by default: see docs/models.md (not shown to separate real captures).
     pad_fused_threshold: float = 0.5
     pad_pair_reject: bool = False
+    #: Identity: cosine similarity of the near and far face templates at or above which they
+    #: are the same person (dlib_resnet_v1; FAR 0.1 % on LFW fold 0, docs/models.md), and
+    #: per-client overrides (client id -> threshold, e.g. FACEVAL_IDENTITY_CLIENT_THRESHOLDS=
+    #: '{"bank-a": 0.95}'). Changing the model or its template version needs re-enrolment.
+    identity_threshold: float = 0.93
+    identity_client_thresholds: dict[str, float] = Field(default_factory=dict)
+    #: Average the template with the mirrored face's (about +100 ms per face; docs/models.md).
+    identity_flip_average: bool = True
+    identity_alignment: Literal["template5", "dlib5"] = "template5"
 
     # --- analytics ETL (`faceval etl`) -------------------------------------------------
     #: Staging area and the optional PostgreSQL warehouse.

@@ -1,0 +1,1 @@
+"""The identity stage: a face template per image and the near/far same-person check."""
