@@ -2,7 +2,8 @@
 
 Each stage has its own durable queue; a worker consumes only its stage's queue. Jobs are
 acknowledged late (after the result is recorded), one at a time, and requeued if the
-worker dies, so a killed worker loses nothing.
+worker dies, so a killed worker loses nothing. Every publish waits for the broker's confirm
+(persisted, for a durable queue), so a publish that returned survives a broker crash.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ EXCHANGE = Exchange("faceval", type="direct", durable=True)
 
 #: Fail fast when the broker is down: the gateway answers 503 instead of hanging.
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2}
+#: Seconds to wait for the broker's confirm of one publish before treating it as failed
+#: (the caller retries; a duplicate job is harmless, a lost one is not).
+CONFIRM_TIMEOUT_SECONDS = 5.0
 
 
 def stage_queue(stage: StageName, prefix: str) -> Queue:
@@ -58,13 +62,18 @@ def make_celery(settings: Settings, name: str = "faceval") -> Celery:
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=3.0,
         broker_heartbeat=30,
+        # Publisher confirms: without them, jobs published in the second or so before a
+        # broker crash were gone after its restart although they had been "sent".
+        broker_transport_options={"confirm_publish": True},
         worker_send_task_events=False,
         # No remote control: nothing uses it, it costs a broadcast queue per worker, and its
         # exclusive per-node queue collides when two stacks share a broker.
         worker_enable_remote_control=False,
         task_send_sent_event=False,
         worker_hijack_root_logger=False,
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # Not worker_cancel_long_running_tasks_on_connection_loss: the threads pool cannot
+        # cancel a running task (it logged NotImplementedError on every connection loss).
+        # A job in hand when the connection drops is redelivered by the broker anyway.
         enable_utc=True,
     )
     return app
@@ -84,6 +93,7 @@ def publish_job(app: Celery, stage: StageName, job: StageJob) -> None:
         retry=True,
         retry_policy=PUBLISH_RETRY_POLICY,
         delivery_mode=2,
+        confirm_timeout=CONFIRM_TIMEOUT_SECONDS,
     )
 
 
@@ -100,4 +110,5 @@ def publish_dead_letter(app: Celery, letter: dict[str, Any]) -> None:
             delivery_mode=2,
             retry=True,
             retry_policy=PUBLISH_RETRY_POLICY,
+            confirm_timeout=CONFIRM_TIMEOUT_SECONDS,
         )

@@ -6,6 +6,7 @@ import logging
 import os
 from typing import Any
 
+from amqp.exceptions import MessageNacked  # type: ignore[import-untyped]
 from celery import Celery, Task
 from celery.signals import worker_ready, worker_shutdown
 from kombu.exceptions import OperationalError
@@ -30,8 +31,22 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     RedisTimeoutError,
     TimeoutError,
     OperationalError,
+    MessageNacked,
 )
 MAX_TRANSIENT_RETRIES = 8
+
+
+class LostAckIsRedelivery(logging.Filter):
+    """A job that finishes after the broker connection dropped cannot be acknowledged on the
+    dead channel; the broker redelivers it and its conditional writes make that harmless.
+    Celery logs this as CRITICAL with a traceback; it is an expected warning here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.CRITICAL and str(record.msg).startswith("Couldn't ack"):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = "Couldn't ack %r after a broker connection loss (%r): it is redelivered"
+            record.exc_info = record.exc_text = None
+        return True
 
 
 def published_ns_of(request: Any) -> int | None:
@@ -97,6 +112,7 @@ def run_worker(definition: StageDefinition, settings: Settings | None = None) ->
     )
     # Models load here, before Celery starts: a model that cannot load ends the process with
     # its error (Celery would swallow it in a signal handler and report the worker ready).
+    logging.getLogger("celery.worker.request").addFilter(LostAckIsRedelivery())
     runtime = StageRuntime(definition, settings)
     runtime.models()
     app = create_worker_app(definition, settings, runtime)
