@@ -171,6 +171,12 @@ class StageRuntime:
             after = self._loop.run(self.store.get_transaction(tid))
             if after is None or after["status"] != PENDING:
                 log.info("%s: transaction %s is gone or finished; job dropped", self.stage, tid)
+                if after is not None:
+                    # Its finaliser may have died before the cleanup (Redis restarting):
+                    # finishing again is idempotent and costs two Redis calls.
+                    self._loop.run(transactions.finish_ended(
+                        self.async_blobs, after, self.settings.dead_letter_image_ttl_seconds
+                    ))  # fmt: skip
                 return outcome
         outcome.follow_ups = self._loop.run(self._advance(tid, side, after))
         return outcome

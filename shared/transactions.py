@@ -125,17 +125,13 @@ async def finalize(
             "finished_at": datetime.fromtimestamp(now_ns / 1e9, UTC),
         },
     )
-    if retain_images_seconds:
-        await blobs.retain_images(transaction_id, retain_images_seconds)
-    else:
-        # Images never outlive their transaction, whoever ended it.
-        await blobs.delete_images(transaction_id)
     if final is not None:
+        # Counted by the one final write that won, before any step that can fail: a retry
+        # finds the transaction ended and must not count it again.
         metrics.VALIDATIONS_TOTAL.labels(
             status=str(summary.status), reason=summary.reason, client=str(final["client_id"])
         ).inc()
         metrics.VALIDATION_SECONDS.labels(status=str(summary.status)).observe(total_ms / 1000)
-        await blobs.announce_done(transaction_id)
         log.info(
             "transaction %s ended: %s (%s) in %.1f ms",
             transaction_id,
@@ -143,7 +139,29 @@ async def finalize(
             decided_by,
             total_ms,
         )
+    # Whoever ended it: images never outlive their transaction.
+    await finish(blobs, transaction_id, retain_images_seconds)
     return final
+
+
+async def finish(
+    blobs: AsyncBlobStore, transaction_id: str, retain_images_seconds: int | None = None
+) -> None:
+    """The cleanup an ended transaction owns: its images deleted (or kept a while for a
+    requeue) and `done` announced to waiting gateways. Idempotent, so a job redelivered after
+    its worker failed here (Redis restarting) runs it again: see `finish_ended`."""
+    if retain_images_seconds:
+        await blobs.retain_images(transaction_id, retain_images_seconds)
+    else:
+        await blobs.delete_images(transaction_id)
+    await blobs.announce_done(transaction_id)
+
+
+async def finish_ended(blobs: AsyncBlobStore, doc: Mapping[str, Any], dead_letter_ttl: int) -> None:
+    """`finish` for a transaction found already ended, keeping a failed one's images for a
+    requeue as its finaliser did."""
+    failed = doc.get("summary_reason") == codes.INTERNAL_ERROR.reason
+    await finish(blobs, str(doc["_id"]), dead_letter_ttl if failed else None)
 
 
 async def sweep_stale(store: Store, blobs: AsyncBlobStore) -> int:
