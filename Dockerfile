@@ -1,12 +1,19 @@
 # syntax=docker/dockerfile:1
-# FaceVal image: the gateway and the four stage workers (the same image; the command picks
-# the process). Multi-stage: build tools and pip caches stay in the build stages; the
-# runtime runs as a non-root user with the model files already inside, verified against
-# models/manifest.toml, so nothing is downloaded at run time.
+# FaceVal image: the gateway and the five stage workers (the same image; the command picks
+# the process). Multi-stage: pip and the build run in the build stages; the runtime runs as
+# a non-root user with the model files already inside, verified against
+# models/manifest.toml, so nothing is downloaded at run time. No compiler in any stage.
 #
 #   docker build -t faceval .                   # gateway + workers (default target)
 #   docker build -t faceval-etl --target etl .  # the nightly analytics ETL (CronJob)
+#   make image                                  # daemonless: buildah, then the entry points
 #
+# Dependencies come from requirements/image*.txt (scripts/lock_image.py): pinned, hashed,
+# installed with --no-deps, so the image holds exactly one OpenCV (headless) and no package
+# that compiles. Built for linux/amd64 (the hashes are of those wheels).
+#
+# PYTHON_IMAGE: any Debian bookworm image with Python 3.11 and `python` on PATH
+# (python:3.11-slim-bookworm, or the one scripts/build-image.sh makes with mmdebstrap).
 # Models come from installed packages (offline). Entries whose source is a URL are fetched
 # only when asked: --build-arg FACEVAL_MODELS_PULL_ARGS=--download.
 
@@ -32,13 +39,22 @@ FROM base AS build
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
+# The locked set first (its layer survives source edits), then FaceVal alone, then proof
+# that the set is whole: every installed package's requirements met except the two left
+# out on purpose, and cv2 provided by opencv-python-headless only.
+COPY requirements/image.txt requirements/image.txt
+RUN pip install --no-deps --require-hashes -r requirements/image.txt
 COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY gateway ./gateway
 COPY services ./services
 COPY etl ./etl
+COPY cli ./cli
+COPY client ./client
+COPY tools ./tools
+COPY scripts/check_image_deps.py /usr/local/lib/faceval/check_image_deps.py
 # No extras: the dev tools and the embedded (GPL) MongoDB-wire server never ship.
-RUN pip install .
+RUN pip install --no-deps . && python /usr/local/lib/faceval/check_image_deps.py
 COPY models/manifest.toml /opt/faceval/models/manifest.toml
 ENV FACEVAL_MODEL_DIR=/opt/faceval/models
 ARG FACEVAL_MODELS_PULL_ARGS=""
@@ -46,7 +62,9 @@ RUN faceval models pull ${FACEVAL_MODELS_PULL_ARGS} && faceval models list
 
 # --- build-etl: the same, plus the analytics ETL's libraries --------------------------------
 FROM build AS build-etl
-RUN pip install ".[etl]"
+COPY requirements/image-etl.txt requirements/image-etl.txt
+RUN pip install --no-deps --require-hashes -r requirements/image-etl.txt \
+    && python /usr/local/lib/faceval/check_image_deps.py etl
 
 # --- etl: `faceval etl run --out DIR` for the nightly CronJob --------------------------------
 FROM base AS etl

@@ -5,7 +5,12 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema  # type: ignore[import-untyped]
 import pytest
@@ -19,18 +24,31 @@ from tests.deploy.catalogue import PROMETHEUS_DIR, REPO
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 ENV_EXAMPLE = REPO / ".env.example"
-SETTINGS_ENV = {f"FACEVAL_{name.upper()}" for name in Settings.model_fields}
+#: FACEVAL_SECRETS_DIR is read by shared/settings.py itself, not a field.
+SETTINGS_ENV = {f"FACEVAL_{name.upper()}" for name in Settings.model_fields} | {
+    "FACEVAL_SECRETS_DIR"
+}
 WORKERS = {name: s for name, s in SERVICES.items() if s.get("command", [""])[0] == "worker"}
 #: Environment variables the third-party images read.
 THIRD_PARTY_ENV = {
-    "rabbitmq": {"RABBITMQ_DEFAULT_USER", "RABBITMQ_DEFAULT_PASS"},
-    "mongodb": {"MONGO_INITDB_ROOT_USERNAME", "MONGO_INITDB_ROOT_PASSWORD"},
+    "mongodb": {"MONGO_INITDB_ROOT_USERNAME", "MONGO_INITDB_ROOT_PASSWORD_FILE"},
+    "postgres": {"POSTGRES_USER", "POSTGRES_DB", "POSTGRES_PASSWORD_FILE"},
     "etl": {"MPLCONFIGDIR"},
     "grafana": {
-        "GF_SECURITY_ADMIN_USER", "GF_SECURITY_ADMIN_PASSWORD", "GF_USERS_ALLOW_SIGN_UP",
+        "GF_SECURITY_ADMIN_USER", "GF_SECURITY_ADMIN_PASSWORD__FILE", "GF_USERS_ALLOW_SIGN_UP",
         "GF_AUTH_ANONYMOUS_ENABLED", "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH",
     },
 }  # fmt: skip
+#: Which backend a FaceVal secret URL must name, and on which port.
+SECRET_URLS = {
+    "faceval_broker_url": ("rabbitmq", 5672),
+    "faceval_redis_url": ("redis", 6379),
+    "faceval_mongo_url": ("mongodb", 27017),
+    "faceval_etl_postgres_url": ("postgres", 5432),
+}
+#: Backends a FaceVal service may use, and the services that use each beyond the core three.
+CORE_BACKENDS = {"rabbitmq", "redis", "mongodb"}
+VECTOR_USERS = {"gateway", "identity"}
 
 
 def _env_example() -> dict[str, str]:
@@ -48,6 +66,23 @@ def _subcommands() -> set[str]:
     return set(action.choices)  # type: ignore[arg-type]
 
 
+def _secret_names(service: dict[str, Any]) -> set[str]:
+    return {s if isinstance(s, str) else s["source"] for s in service.get("secrets", [])}
+
+
+@cache
+def _generated_secrets() -> dict[str, str]:
+    """What scripts/compose-secrets.sh writes, in a scratch directory."""
+    target = Path(subprocess.run(["mktemp", "-d"], capture_output=True, text=True,
+                                 check=True).stdout.strip()) / "secrets"  # fmt: skip
+    try:
+        subprocess.run(["bash", str(REPO / "scripts/compose-secrets.sh"), str(target)],
+                       check=True, capture_output=True, timeout=60)  # fmt: skip
+        return {p.name: p.read_text() for p in target.iterdir()}
+    finally:
+        shutil.rmtree(target.parent)
+
+
 def test_compose_file_validates_against_the_compose_specification() -> None:
     schema = json.loads((REPO / "tests/deploy/schemas/compose-spec.json").read_text())
     validator = jsonschema.Draft201909Validator(schema)
@@ -55,18 +90,51 @@ def test_compose_file_validates_against_the_compose_specification() -> None:
     assert errors == []
 
 
+def test_docker_compose_itself_accepts_the_file(tmp_path: Path) -> None:
+    """docker-compose 1.29 (Debian's) resolves anchors, secrets and profiles like a deploy."""
+    compose = shutil.which("docker-compose")
+    if compose is None:
+        pytest.skip("docker-compose is not installed (apt-get install docker-compose)")
+    shutil.copy(REPO / "docker-compose.yml", tmp_path)
+    for path in ("deploy/prometheus", "deploy/grafana/provisioning", "deploy/grafana/dashboards"):
+        (tmp_path / path).mkdir(parents=True)
+    (tmp_path / "deploy/rabbitmq").mkdir()
+    (tmp_path / "deploy/rabbitmq/enabled_plugins").write_text("")
+    subprocess.run(["bash", str(REPO / "scripts/compose-secrets.sh"), str(tmp_path / "secrets")],
+                   check=True, capture_output=True, timeout=60)  # fmt: skip
+    for profile in ([], ["--profile", "etl"]):
+        done = subprocess.run([compose, "--compatibility", *profile, "config", "-q"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+
+
 def test_the_whole_stack_is_there() -> None:
-    assert {"rabbitmq", "redis", "mongodb", "gateway", "prometheus", "grafana"} <= set(SERVICES)
+    assert {"rabbitmq", "redis", "mongodb", "qdrant", "gateway", "prometheus", "grafana",
+            "postgres", "etl"} <= set(SERVICES)  # fmt: skip
     assert sorted(s["command"][1] for s in WORKERS.values()) == sorted(STAGES)
 
 
-def test_every_service_has_an_image_a_restart_policy_and_a_health_check() -> None:
+def test_every_service_has_an_image_a_restart_policy_a_health_check_and_bounded_logs() -> None:
     for name, service in SERVICES.items():
         assert "image" in service or "build" in service, name
-        if "etl" in service.get("profiles", []):
+        assert service["logging"]["driver"] == "json-file", name
+        assert {"max-size", "max-file"} <= set(service["logging"]["options"]), name
+        if name == "etl":
             continue  # a one-off job
         assert service["restart"] in {"unless-stopped", "always", "on-failure"}, name
         assert service["healthcheck"]["test"][0] in {"CMD", "CMD-SHELL"}, name
+
+
+def test_third_party_images_are_pinned_by_tag_or_digest() -> None:
+    for name, service in SERVICES.items():
+        if "build" in service:
+            continue
+        image = service["image"]
+        reference, _, digest = image.partition("@")
+        assert digest == "" or re.fullmatch(r"sha256:[0-9a-f]{64}", digest), name
+        repository, _, tag = reference.rpartition(":")
+        assert repository and "/" not in tag, f"{name}: {image} has no tag"
+        assert tag not in {"latest", "stable"}, f"{name}: {image} floats"
 
 
 def test_faceval_services_run_the_projects_image_and_real_commands() -> None:
@@ -88,6 +156,13 @@ def test_workers_can_be_scaled() -> None:
         assert int(service["stop_grace_period"].rstrip("s")) >= 30, name
 
 
+def test_worker_health_checks_use_the_broker_url_and_the_heartbeat() -> None:
+    for name, service in WORKERS.items():
+        check = " ".join(service["healthcheck"]["test"][1:])
+        assert "shared.probes ready" in check and "shared.probes alive" in check, name
+        assert "5672" not in check, f"{name}: the port comes from FACEVAL_BROKER_URL"
+
+
 def test_faceval_environment_names_are_real_settings() -> None:
     for name, service in SERVICES.items():
         env = service.get("environment", {})
@@ -99,16 +174,50 @@ def test_faceval_environment_names_are_real_settings() -> None:
                 assert key in THIRD_PARTY_ENV.get(name, set()), f"{name}: unexpected {key}"
 
 
-def test_faceval_services_use_the_real_backends() -> None:
+def test_faceval_services_read_their_secrets_from_files_naming_the_real_backends() -> None:
+    generated = _generated_secrets()
     for name, service in SERVICES.items():
-        env = service.get("environment", {})
         if "build" not in service:
             continue
+        env = service["environment"]
         assert env["FACEVAL_EMBEDDED_MONGO"] == "false", name
-        assert "@rabbitmq:5672/" in env["FACEVAL_BROKER_URL"], name
-        assert env["FACEVAL_REDIS_URL"].startswith("redis://redis:6379/"), name
-        assert "@mongodb:27017/" in env["FACEVAL_MONGO_URL"], name
-        assert env["FACEVAL_PSEUDONYM_SECRET"].startswith("${"), name
+        assert env["FACEVAL_SECRETS_DIR"] == "/run/secrets", name
+        secrets = _secret_names(service)
+        assert {"faceval_mongo_url", "faceval_pseudonym_secret"} <= secrets, name
+        if name != "etl":
+            assert {"faceval_broker_url", "faceval_redis_url"} <= secrets, name
+        for secret in secrets:
+            # pydantic-settings matches a file to the setting of the same name.
+            assert secret.upper() in SETTINGS_ENV, f"{name}: {secret} is no setting"
+    assert "faceval_etl_postgres_url" in _secret_names(SERVICES["etl"])
+    for secret, (host, port) in SECRET_URLS.items():
+        url = urlsplit(generated[secret])
+        assert (url.hostname, url.port) == (host, port), secret
+        assert url.password, f"{secret}: the backend requires a password"
+    broker = urlsplit(generated["faceval_broker_url"]).password
+    assert f"default_pass = {broker}" in generated["rabbitmq.conf"]
+    redis = urlsplit(generated["faceval_redis_url"]).password
+    assert generated["redis.conf"].strip() == f"requirepass {redis}"
+    assert generated["redis_password"] == redis
+    assert urlsplit(generated["faceval_mongo_url"]).password == generated["mongo_password"]
+    postgres = urlsplit(generated["faceval_etl_postgres_url"]).password
+    assert postgres == generated["postgres_password"]
+
+
+def test_secrets_are_files_never_environment_values() -> None:
+    declared = COMPOSE["secrets"]
+    generated = _generated_secrets()
+    for secret, spec in declared.items():
+        assert spec["file"] == f"./secrets/{secret}", secret
+        assert secret in generated, f"scripts/compose-secrets.sh does not make {secret}"
+    for name, service in SERVICES.items():
+        assert _secret_names(service) <= set(declared), name
+        for key, value in service.get("environment", {}).items():
+            if re.search(r"PASSWORD|PASS$|SECRET|_URL$", key) and not key.endswith("_FILE"):
+                assert "@" not in str(value) and "${" not in str(value), f"{name}: {key}"
+                assert key in {"FACEVAL_QDRANT_URL", "FACEVAL_SECRETS_DIR"}, f"{name}: {key}"
+    assert SERVICES["redis"]["command"][1] == "/run/secrets/redis.conf"
+    assert "redis_password" in _secret_names(SERVICES["redis"])
 
 
 def test_dependencies_exist_and_wait_for_health() -> None:
@@ -119,7 +228,19 @@ def test_dependencies_exist_and_wait_for_health() -> None:
             if condition["condition"] == "service_healthy":
                 assert "healthcheck" in SERVICES[target], f"{target} has no health check"
     for name, service in {**WORKERS, "gateway": SERVICES["gateway"]}.items():
-        assert set(service["depends_on"]) == {"rabbitmq", "redis", "mongodb"}, name
+        expected = CORE_BACKENDS | ({"qdrant"} if name in VECTOR_USERS else set())
+        assert set(service["depends_on"]) == expected, name
+    assert set(SERVICES["etl"]["depends_on"]) == {"mongodb", "postgres"}
+    assert SERVICES["postgres"]["profiles"] == SERVICES["etl"]["profiles"]
+
+
+def test_the_vector_engine_is_qdrant_on_the_compose_network() -> None:
+    assert SERVICES["qdrant"]["image"].startswith("qdrant/qdrant:")
+    assert "ports" not in SERVICES["qdrant"], "templates are reached on the compose network"
+    for name in VECTOR_USERS:
+        env = SERVICES[name]["environment"]
+        assert env["FACEVAL_VECTOR_ENGINE"] == "qdrant", name
+        assert urlsplit(env["FACEVAL_QDRANT_URL"]).netloc == "qdrant:6333", name
 
 
 def test_volumes_are_named_or_files_of_this_repository() -> None:
@@ -134,23 +255,23 @@ def test_volumes_are_named_or_files_of_this_repository() -> None:
                 assert source in declared, f"{name}: volume {source} is not declared"
                 used.add(source)
     assert used == declared
-    for stateful in ("rabbitmq", "mongodb", "prometheus", "grafana"):
+    for stateful in ("rabbitmq", "mongodb", "qdrant", "postgres", "prometheus", "grafana"):
         assert any(not v.startswith("./") for v in SERVICES[stateful]["volumes"]), stateful
 
 
-def test_no_secret_is_committed_and_every_variable_is_in_env_example() -> None:
+def test_every_variable_is_in_env_example_and_none_is_a_secret() -> None:
     text = (REPO / "docker-compose.yml").read_text()
     variables = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", text))
     example = _env_example()
     assert variables - set(example) == set(), "variables missing from .env.example"
-    for key, value in example.items():
-        if re.search(r"PASSWORD|SECRET", key):
-            assert value == "", f".env.example must not hold a value for {key}"
-            assert re.search(r"\$\{" + key + r":\?", text), f"{key} must be required"
-    for service in SERVICES.values():
-        for key, value in service.get("environment", {}).items():
-            if re.search(r"PASSWORD|PASS$|SECRET", key):
-                assert str(value).startswith("${"), f"{key} is set literally"
+    for key in set(example) | variables:
+        assert not re.search(r"PASSWORD|SECRET", key), f"{key}: a secret belongs in ./secrets"
+    assert "scripts/compose-secrets.sh" in ENV_EXAMPLE.read_text()
+
+
+def test_the_secrets_directory_is_never_committed_or_sent_to_a_build() -> None:
+    assert "/secrets/" in (REPO / ".gitignore").read_text().splitlines()
+    assert "secrets" in (REPO / ".dockerignore").read_text().splitlines()
 
 
 def test_prometheus_finds_every_worker_service_and_the_gateway() -> None:
@@ -215,7 +336,8 @@ def test_dockerfile_is_multi_stage_and_runs_as_a_non_root_user() -> None:
 
 def test_dockerfile_installs_without_dev_extras_and_pulls_models_at_build_time() -> None:
     build = [rest for ins, rest in _stages()["build"] if ins == "RUN"]
-    assert "pip install ." in build, "the runtime gets the package alone, no extras"
+    assert "pip install --no-deps --require-hashes -r requirements/image.txt" in build
+    assert any(r.startswith("pip install --no-deps . ") for r in build), "no extras, no deps"
     assert not any("[dev]" in r or "[embedded]" in r for _, r in _dockerfile())
     assert any(r.startswith("faceval models pull") for r in build)
     assert "models" in _subcommands()
@@ -253,9 +375,3 @@ def test_dockerfile_copies_only_what_the_context_sends() -> None:
         for source in paths:
             assert (REPO / source).exists(), f"COPY {source}: not in the repository"
             assert not _dockerignored(source, patterns), f"COPY {source}: .dockerignore drops it"
-
-
-@pytest.mark.parametrize("key", ["FACEVAL_PSEUDONYM_SECRET", "RABBITMQ_PASSWORD"])
-def test_env_example_documents_how_to_fill_secrets(key: str) -> None:
-    assert key in _env_example()
-    assert "openssl rand" in ENV_EXAMPLE.read_text()
