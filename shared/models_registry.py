@@ -2,7 +2,8 @@
 
 `models/manifest.toml` lists every model (task, name, version, file, sha256, source,
 licence, input spec). Files are materialised into the model directory from installed
-packages (offline) or, by `faceval models pull` only, from URLs; a worker loads a file
+packages (offline), by converting a third-party weight file found in the model source
+directory (offline) or, by `faceval models pull` only, from URLs; a worker loads a file
 only when its sha256 matches the manifest, and otherwise fails with a message saying
 what is wrong and how to fix it. Versions recorded beside every score come from here.
 """
@@ -26,12 +27,15 @@ from typing import Any, Literal
 from shared.analysis import ModelInfo
 from shared.settings import Settings
 
-SourceKind = Literal["package", "url", "operator", "algorithm"]
+SourceKind = Literal["package", "url", "convert", "operator", "algorithm"]
 Status = Literal["verified", "missing", "mismatch", "unpinned", "builtin"]
-_SOURCE_KINDS = ("package", "url", "operator", "algorithm")
+_SOURCE_KINDS = ("package", "url", "convert", "operator", "algorithm")
 _CHUNK = 1 << 20
 #: The manifest committed with the code.
 BUNDLED_MANIFEST = Path(__file__).resolve().parent.parent / "models" / "manifest.toml"
+#: Third-party weight files beside the checkout (read-only, never committed): the default
+#: model source directory when FACEVAL_MODEL_SOURCE_DIR is not set.
+DEFAULT_SOURCE_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "models"
 
 
 class ModelNotReady(RuntimeError):
@@ -51,6 +55,12 @@ class Source:
     url: str | None = None
     #: File to extract when `url` is a zip archive.
     member: str | None = None
+    #: kind "convert": the upstream file (path in the model source directory; its name
+    #: alone is tried too), its sha256, and "module:function" writing the converted file
+    #: as function(origin: Path, target: Path). `url` is where `--download` fetches it.
+    origin: str | None = None
+    origin_sha256: str | None = None
+    converter: str | None = None
 
 
 @dataclass(frozen=True)
@@ -199,7 +209,61 @@ def _download(source: Source, target: Path) -> None:
                 shutil.copyfileobj(member, out, _CHUNK)
 
 
-def materialise(entry: ModelEntry, model_dir: Path, *, download: bool = False) -> Path:
+def source_dir_of(settings: Settings | None = None) -> Path:
+    """Where `convert` sources look for upstream files (FACEVAL_MODEL_SOURCE_DIR)."""
+    configured = (settings or Settings()).model_source_dir
+    return configured if configured is not None else DEFAULT_SOURCE_DIR
+
+
+def _local_origin(source: Source, source_dir: Path) -> Path | None:
+    assert source.origin is not None
+    for candidate in (source_dir / source.origin, source_dir / Path(source.origin).name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _convert(entry: ModelEntry, target: Path, *, download: bool, source_dir: Path | None) -> None:
+    """Find (or, with `download`, fetch) the upstream file, check it, convert it to `target`."""
+    source = entry.source
+    if not (source.origin and source.origin_sha256 and source.converter):
+        raise ModelNotReady(f"model {entry.name!r}: a convert source needs origin, "
+                            "origin_sha256 and converter")  # fmt: skip
+    folder = source_dir if source_dir is not None else source_dir_of()
+    origin = _local_origin(source, folder)
+    fetched = target.with_name(f"{target.name}.origin")
+    try:
+        if origin is None and download and source.url:
+            _download(Source(kind="url", url=source.url), fetched)
+            origin = fetched
+        elif origin is None:
+            raise ModelNotReady(
+                f"model {entry.name!r} is converted from {Path(source.origin).name}, which is "
+                f"not in the model source directory {folder} (FACEVAL_MODEL_SOURCE_DIR); "
+                f"`faceval models pull --download` fetches it from {source.url}"
+            )
+        actual = sha256_of(origin)
+        if actual != source.origin_sha256.lower():
+            raise ModelNotReady(
+                f"model {entry.name!r}: {origin} has sha256 {actual}, not the upstream file's "
+                f"{source.origin_sha256}"
+            )
+        module_name, _, function = source.converter.partition(":")
+        try:
+            converter = getattr(importlib.import_module(module_name), function)
+        except ImportError as exc:
+            raise ModelNotReady(
+                f"model {entry.name!r}: its converter {source.converter} cannot be imported "
+                f"({exc}); install the `convert` extra (onnx)"
+            ) from exc
+        converter(origin, target)
+    finally:
+        fetched.unlink(missing_ok=True)
+
+
+def materialise(
+    entry: ModelEntry, model_dir: Path, *, download: bool = False, source_dir: Path | None = None
+) -> Path:
     """Write the entry's file into the model directory from its source; returns its path.
 
     The file is written beside its final name and renamed into place only once its
@@ -217,6 +281,8 @@ def materialise(entry: ModelEntry, model_dir: Path, *, download: bool = False) -
             shutil.copyfile(_package_file(source), partial)
         elif source.kind == "url" and download:
             _download(source, partial)
+        elif source.kind == "convert":
+            _convert(entry, partial, download=download, source_dir=source_dir)
         elif source.kind == "url":
             raise ModelNotReady(
                 f"model {entry.name!r} downloads from {source.url}: only "
@@ -231,7 +297,8 @@ def materialise(entry: ModelEntry, model_dir: Path, *, download: bool = False) -
         if entry.sha256 and actual != entry.sha256:
             raise ModelNotReady(
                 f"model {entry.name!r} from {source.package or source.url}: sha256 {actual} "
-                f"does not match the manifest's {entry.sha256} (a different package version?)"
+                f"does not match the manifest's {entry.sha256} (a different package or "
+                "converter version?)"
             )
         partial.replace(target)
     finally:

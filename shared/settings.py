@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     model_dir: Path = Path("models")
     #: The model registry's manifest; None means `<model_dir>/manifest.toml`.
     model_manifest: Path | None = None
+    #: Upstream weight files that `faceval models pull` converts (manifest source kind
+    #: "convert"); None means `<checkout>/../shared/models`.
+    model_source_dir: Path | None = None
     #: "auto" runs SCRFD when its verified file is in the model directory, else RetinaFace.
     detector_model: Literal["auto", "retinaface_mobilenet", "scrfd_10g"] = "auto"
 
@@ -119,6 +122,12 @@ class Settings(BaseSettings):
     #: Spoof probability at or above which a PAD model rejects the image.
     pad_heuristics_threshold: float = 0.5
     pad_model_threshold: float = 0.5
+    #: MiniFASNet (both crops fused): spoof probability at or above which the image is
+    #: rejected. Set for BPCER <= 1 % on genuine photos (docs/models.md, MiniFASNet).
+    pad_minifasnet_threshold: float = 0.5
+    #: Below this many face boxes fitting in the image (a tight face crop) MiniFASNet
+    #: has no surround to judge: the image is recorded as not assessed, never rejected.
+    pad_minifasnet_min_context: float = 1.5
     #: The near/far pair: fused spoof probability threshold, and whether reaching it
     #: rejects. Off by default: see docs/models.md (not shown to separate real captures).
     pad_fused_threshold: float = 0.5

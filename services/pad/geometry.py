@@ -51,8 +51,9 @@ MAX_YAW_CHANGE = 15.0
 #: p_image is the highest per-image spoof probability of the pair. A flat, informative
 #: pair adds 1 to the logit (0.30 becomes 0.54), a clearly 3-D one removes 1.
 GEOMETRY_WEIGHT = 2.0
-#: Per-image probabilities fused: the heuristics and the production slots that ran.
-PAD_MODELS = ("as_heuristics", "as_35_selfies", "ibeta2_crops", "ibeta2_full", "ibeta2_clip")
+#: Per-image probabilities fused: the trained PAD models that ran. The heuristics are
+#: left out: their hand-set weights were never fitted on attack data.
+PAD_MODELS = ("minifasnet", "as_35_selfies", "ibeta2_crops", "ibeta2_full", "ibeta2_clip")
 _EPS = 1e-6
 
 

@@ -215,14 +215,16 @@ def cue_scores(image: Image, face: Face | None) -> dict[str, float]:
 
 @dataclass
 class PadHeuristics:
-    """Fuses the cues into `prob` (logistic, `WEIGHTS` and `BIAS`), rejects at `threshold`.
+    """Fuses the cues into `prob` (logistic, `WEIGHTS` and `BIAS`); rejects at `threshold`.
 
-    At the default 0.5 only a full moire cue rejects on its own; one odd cue on a real
-    photo (a greyscale image maxes out `color`, a door frame behind the head `border`)
-    does not. Real sample faces score 0.02-0.05.
+    The pad stage builds it with `threshold` None: the cues are reported beside
+    MiniFASNet's decision, never a rejection on their own, because the hand-set weights
+    were never fitted on attack data (and no real attack data exists here to fit them).
+    With a threshold, at 0.5 only a full moire cue rejects on its own. Real sample faces
+    score 0.02-0.05.
     """
 
-    threshold: float = 0.5
+    threshold: float | None = 0.5
     key: str = field(default="as_heuristics", init=False)
     info: ModelInfo = field(default=ModelInfo(name="pad_heuristics", version="1.0"))
 
@@ -231,7 +233,7 @@ class PadHeuristics:
         logit = BIAS + sum(WEIGHTS[name] * value for name, value in cues.items())
         prob = 1.0 / (1.0 + math.exp(-logit))
         rejections: tuple[Rejection, ...] = ()
-        if prob >= self.threshold:
+        if self.threshold is not None and prob >= self.threshold:
             strongest = max(cues, key=lambda name: WEIGHTS[name] * cues[name])
             rejections = (
                 Rejection(

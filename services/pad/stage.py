@@ -1,9 +1,13 @@
-"""The pad stage: heuristics, the production PAD model slots, and the near/far geometry.
+"""The pad stage: MiniFASNet decides; heuristics, production slots and geometry are recorded.
 
-Per image: the presentation-attack heuristics, the four production ONNX slots (run when
-their verified files are in the model directory, recorded as not run otherwise), and the
-face geometry the pair check needs. Across the pair: near/far consistency and the fused
-spoof probability (services/pad/geometry.py), report-only unless FACEVAL_PAD_PAIR_REJECT.
+Per image: MiniFASNet (both crops fused; rejects at FACEVAL_PAD_MINIFASNET_THRESHOLD, or
+is recorded as not run when its converted files are not in the model directory: then
+nothing in this stage has judged liveness), the presentation-attack heuristics (scores
+only: their weights were never fitted on attack data, so they do not reject), the four
+production ONNX slots (operator-supplied; run and judged when their verified files are
+present, recorded as not run otherwise), and the face geometry the pair check needs.
+Across the pair: near/far consistency and the fused spoof probability
+(services/pad/geometry.py), report-only unless FACEVAL_PAD_PAIR_REJECT.
 """
 
 from __future__ import annotations
@@ -12,13 +16,47 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from services.pad.geometry import NearFarConsistency
-from shared.analysis import Model, PairResult
+from shared.analysis import Model, ModelInfo, PairResult, UnavailableModel
 from shared.models_registry import Registry
 from shared.runtime import StageDefinition
 from shared.settings import Settings, get_settings
 
 #: Production PAD models whose scores the analysts' data names.
 PRODUCTION_SLOTS = ("as_35_selfies", "ibeta2_crops", "ibeta2_full", "ibeta2_clip")
+
+
+#: The two MiniFASNet networks (manifest names) and their upstream crop scales.
+MINIFASNET_CROPS = (("minifasnet_v2", 2.7), ("minifasnet_v1se", 4.0))
+
+
+def minifasnet(settings: Settings, registry: Registry) -> Model:
+    """Both MiniFASNet networks when their verified files are present, else not run."""
+    from services.pad.minifasnet import CropModel, MiniFASNet
+    from shared.onnx import build_session
+
+    fusion = registry.entry("minifasnet")
+    entries = [registry.entry(name) for name, _ in MINIFASNET_CROPS]
+    info = ModelInfo(fusion.name, "+".join([fusion.version, *(e.version for e in entries)]))
+    paths = [registry.optional(name) for name, _ in MINIFASNET_CROPS]
+    missing = [e.file or e.name for e, path in zip(entries, paths, strict=True) if path is None]
+    if missing:
+        return UnavailableModel(
+            fusion.name,
+            info,
+            f"{', '.join(missing)} not in the model directory {registry.model_dir} "
+            "(`faceval models pull` converts them from the upstream files)",
+        )
+    crops = [
+        CropModel(name, scale, build_session(path, settings), entry.info)
+        for (name, scale), entry, path in zip(MINIFASNET_CROPS, entries, paths, strict=True)
+        if path is not None
+    ]
+    return MiniFASNet(
+        models=crops,
+        threshold=settings.pad_minifasnet_threshold,
+        info=info,
+        min_context=settings.pad_minifasnet_min_context,
+    )
 
 
 def build_models(settings: Settings) -> Sequence[Model]:
@@ -39,9 +77,8 @@ def build_models(settings: Settings) -> Sequence[Model]:
         for key in PRODUCTION_SLOTS
     ]
     return [
-        PadHeuristics(
-            threshold=settings.pad_heuristics_threshold, info=registry.info("pad_heuristics")
-        ),
+        minifasnet(settings, registry),
+        PadHeuristics(threshold=None, info=registry.info("pad_heuristics")),
         *slots,
         FaceGeometry(info=registry.info("pad_geometry")),
     ]

@@ -60,7 +60,7 @@ def record(face: Face, prob: float = 0.02) -> dict[str, Any]:
     return {
         "scores": {
             "pad_geometry": {"status": "ok", "values": values},
-            "as_heuristics": {"status": "ok", "values": {"prob": prob}},
+            "minifasnet": {"status": "ok", "values": {"prob": prob}},
             "as_35_selfies": {"status": "not_run", "values": {}},
         },
         "face": face.to_dict(),
