@@ -3,7 +3,7 @@
 `InProcessPipeline` runs the production stages' own models (each stage's
 `build_models(settings)`) through `shared.runtime.analyze_image`, in one process and one
 thread, near then far, stage after stage, deciding each stage with the production rule
-(`transactions.stage_decision` plus the stage's pair check) and stopping at the first
+(`shared.pipeline.decide`, the workers' own) and stopping at the first
 stage that does not pass: the same early termination as the distributed pipeline, minus
 the queues, the database and the per-stage decode.
 
@@ -19,7 +19,6 @@ RSS per worker process is measured on the real workers by bench.distribution.
 from __future__ import annotations
 
 import argparse
-import importlib
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -29,19 +28,10 @@ from typing import Any
 from bench.harness import run_in_child, worker_defaults
 from bench.pairs import BenchPair, bench_pairs
 from bench.stats import format_table, machine, spread, write_json
-from shared import transactions
-from shared.analysis import IMAGE_SIDES, Face, Model
+from shared.analysis import Image, ImageSide
 from shared.imaging import decode_rgb
-from shared.pipeline import STAGES, StageName
-from shared.runtime import StageDefinition, analyze_image
 from shared.settings import Settings, get_settings
-
-
-def stage_definition(stage: StageName) -> StageDefinition:
-    module = importlib.import_module(f"services.{stage}.stage")
-    definition = module.STAGE
-    assert isinstance(definition, StageDefinition)
-    return definition
+from tools.stages import in_process_pipeline
 
 
 @dataclass
@@ -52,7 +42,7 @@ class PairRun:
     decided_by: str | None
     wall_s: float
     decode_s: float
-    #: stage -> side -> seconds of the stage's models (analyze_image's own timings).
+    #: stage -> side -> seconds of the stage's models.
     stage_s: dict[str, dict[str, float]] = field(default_factory=dict)
     #: stage -> side -> model key -> seconds.
     model_s: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
@@ -69,69 +59,31 @@ class PairRun:
 
 
 class InProcessPipeline:
-    """All four stages' models in this process; `validate` is one pair, sequentially."""
+    """The production pipeline in this process (shared.pipeline.InProcessPipeline: the
+    workers' own decision function), timed per pair with the JPEG decode."""
 
     def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = settings or get_settings()
-        self.stages: list[tuple[StageDefinition, Sequence[Model]]] = []
-        self.load_s: dict[str, float] = {}
-        for stage in STAGES:
-            definition = stage_definition(stage)
-            started = time.perf_counter()
-            models = definition.build_models(self.settings)
-            self.load_s[stage] = time.perf_counter() - started
-            self.stages.append((definition, models))
+        self.pipeline = in_process_pipeline(settings or get_settings())
+        self.load_s = self.pipeline.load_s
 
     def validate(self, near: bytes, far: bytes) -> PairRun:
         started = time.perf_counter()
-        images = {"near": decode_rgb(near), "far": decode_rgb(far)}
+        images: dict[ImageSide, Image] = {"near": decode_rgb(near), "far": decode_rgb(far)}
         decode_s = time.perf_counter() - started
-        faces: dict[str, Face | None] = {side: None for side in IMAGE_SIDES}
-        run = PairRun(reason="accepted", decided_by=None, wall_s=0.0, decode_s=decode_s)
-        for definition, models in self.stages:
-            stage = definition.name
-            records: dict[str, dict[str, Any]] = {}
-            run.stage_s[stage] = {}
-            run.model_s[stage] = {}
-            for side in IMAGE_SIDES:
-                t0 = time.perf_counter()
-                if definition.needs_face and faces[side] is None:
-                    verdict, reasons, scores = "error", [{"code": "missing_face"}], {}
-                    times: dict[str, float] = {}
-                else:
-                    verdict, scores, reasons, face, times = analyze_image(
-                        models, images[side], faces[side]
-                    )
-                    if stage == "face_detector":
-                        faces[side] = face
-                run.stage_s[stage][side] = time.perf_counter() - t0
-                run.model_s[stage][side] = dict(times)
-                records[side] = {"verdict": verdict, "reasons": reasons, "scores": scores}
-            decision = self._decide(definition, records, faces)
-            if decision["outcome"] != "pass":
-                run.reason = transactions.summary_of(decision).reason
-                run.decided_by = stage
-                break
-        run.wall_s = time.perf_counter() - started
-        return run
-
-    @staticmethod
-    def _decide(
-        definition: StageDefinition,
-        records: Mapping[str, Mapping[str, Any]],
-        faces: Mapping[str, Face | None],
-    ) -> dict[str, Any]:
-        # The production rule (shared/runtime.py StageRuntime._decide), without the database.
-        decision = transactions.stage_decision(definition.name, records)
-        if definition.pair_check is None or decision["outcome"] != "pass":
-            return decision
-        with_faces = {
-            side: {**records[side], "face": f.to_dict() if (f := faces[side]) else None}
-            for side in IMAGE_SIDES
-        }
-        pair = definition.pair_check(with_faces["near"], with_faces["far"])
-        reasons = [r.to_dict() for r in pair.rejections]
-        return {"outcome": "reject" if reasons else "pass", "reasons": reasons}
+        result = self.pipeline.run(images)
+        return PairRun(
+            reason=result.summary.reason,
+            decided_by=result.decided_by,
+            wall_s=time.perf_counter() - started,
+            decode_s=decode_s,
+            stage_s={
+                n: {side: t for side, t in st.seconds.items()} for n, st in result.stages.items()
+            },
+            model_s={
+                name: {side: dict(t) for side, t in stage.model_seconds.items()}
+                for name, stage in result.stages.items()
+            },
+        )
 
 
 def model_costs(

@@ -147,6 +147,7 @@ EXTRA_COLUMNS: list[Column] = [
     Column("summary_reason", "string", "summary reason code", _top("summary_reason")),
     Column("decided_by", "string", "stage that ended it (null when accepted)", _top("decided_by")),
     *_times("quality", None, "quality"),
+    *_times("identity", None, "identity"),
     *_times("pad", None, "pad"),
     *_times("pad", "as_heuristics", "as_heuristics"),
     *[col for value in ("face_count", "face_score", "face_width_px", "face_height_px",
@@ -183,6 +184,12 @@ EXTRA_COLUMNS: list[Column] = [
              _pair_score("pad", value))
       for value in ("geometry_observed_change", "geometry_expected_change",
                     "geometry_informative", "geometry_flatness")],
+    # Identity: near vs far similarity and the threshold it was compared with (face_mismatch).
+    Column("score_identity_similarity", "double", "near/far face similarity (cosine)",
+           _pair_score("identity", "similarity")),
+    Column("score_identity_threshold", "double", "same-person threshold applied",
+           _pair_score("identity", "threshold")),
+    *_times("identity", "dlib_resnet_v1", "dlib_resnet_v1", queue=False),
     Column("prob_pad_fused", "double", "fused near/far spoof probability (report-only default)",
            _pair_score("pad", "fused_prob")),
 ]  # fmt: skip

@@ -28,7 +28,8 @@ FAILURES: tuple[tuple[str, str, float], ...] = (
     ("multiple_faces", "face_detector", 0.05),
     ("face_too_small", "face_detector", 0.07),
     ("accessory_detected", "accessory", 0.20),
-    ("low_quality", "quality", 0.32),
+    ("low_quality", "quality", 0.28),
+    ("face_mismatch", "identity", 0.04),
     ("spoof_detected", "pad", 0.10),
     ("timeout", "pad", 0.03),
     ("internal_error", "quality", 0.05),
@@ -38,6 +39,7 @@ STAGE_MS: dict[str, tuple[float, float]] = {
     "face_detector": (14.0, 4.0),
     "accessory": (6.0, 3.0),
     "quality": (38.0, 6.0),
+    "identity": (105.0, 5.0),
     "pad": (22.0, 5.0),
 }
 ATTEMPTS_P = (0.55, 0.27, 0.12, 0.06)

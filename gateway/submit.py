@@ -8,6 +8,7 @@ import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from celery import Celery
 from fastapi import UploadFile
@@ -20,7 +21,7 @@ from gateway.limits import check_rate
 from shared import transactions
 from shared.imaging import CheckedImage, ImageRejected, inspect_upload
 from shared.messaging import publish_job
-from shared.pipeline import STAGES
+from shared.pipeline import STAGES, Policy
 from shared.pseudonym import pseudonymise
 from shared.results import to_result
 from shared.schema import Accepted, StageJob
@@ -114,7 +115,7 @@ async def create_validation(
         },
         expires_at=None,
         deadline_seconds=d.settings.transaction_deadline_seconds,
-        policy=who.policy,
+        policy=Policy.build(d.settings, who.id, who.policy).to_dict(),
     )
     doc["expires_at"] = expiry(doc["created_at"], d.settings.retention_days)
     try:
@@ -122,7 +123,7 @@ async def create_validation(
             tid, {s: u.data for s, u in images.items()}, ttl=d.settings.image_ttl_seconds
         )
         await d.store.create_transaction(doc)
-        await run_in_threadpool(publish_first_stage, d.celery, tid)
+        await run_in_threadpool(publish_first_stage, d.celery, tid, doc["policy"])
     except Exception as exc:
         log.warning("could not queue %s: %s", tid, exc)
         # Not accepted, so not kept: the client was told to retry.
@@ -133,9 +134,9 @@ async def create_validation(
     return tid
 
 
-def publish_first_stage(celery: Celery, tid: str) -> None:
+def publish_first_stage(celery: Celery, tid: str, policy: dict[str, Any] | None) -> None:
     for side in ("near", "far"):
-        publish_job(celery, STAGES[0], StageJob(transaction_id=tid, image=side))
+        publish_job(celery, STAGES[0], StageJob(transaction_id=tid, image=side, policy=policy))
 
 
 async def respond(

@@ -33,6 +33,10 @@ SUMMARIES: tuple[Summary, ...] = (
     Summary(12, _S.REJECTED, "face_too_small", "The face is too small in the image.", 200),
     Summary(13, _S.REJECTED, "face_cut_off", "The face is cut off by the image border.", 200),
     Summary(14, _S.REJECTED, "head_pose", "The head is turned too far from the camera.", 200),
+    Summary(21, _S.REJECTED, "face_mask", "A face mask covers the nose or mouth.", 200),
+    Summary(22, _S.REJECTED, "sunglasses", "Sunglasses cover the eyes.", 200),
+    Summary(23, _S.REJECTED, "hat", "A hat or head covering hides the brows.", 200),
+    Summary(24, _S.REJECTED, "glasses", "Glasses are not allowed by this client's policy.", 200),
     Summary(20, _S.REJECTED, "accessory_detected", "An accessory covers the face.", 200),
     Summary(30, _S.REJECTED, "low_quality", "The image quality is too low.", 200),
     Summary(40, _S.REJECTED, "spoof_detected", "A presentation attack was detected.", 200),
@@ -44,6 +48,11 @@ SUMMARIES: tuple[Summary, ...] = (
 
 BY_REASON: dict[str, Summary] = {s.reason: s for s in SUMMARIES}
 ACCEPTED = BY_REASON["accepted"]
+#: The accepted description when no presentation-attack model ran: never claim "live".
+ACCEPTED_LIVENESS_NOT_ASSESSED = (
+    "Valid, unobstructed face of good quality; liveness was not assessed (no "
+    "presentation-attack model ran)."
+)
 TIMEOUT = BY_REASON["timeout"]
 IMAGE_EXPIRED = BY_REASON["image_expired"]
 INTERNAL_ERROR = BY_REASON["internal_error"]
@@ -84,5 +93,12 @@ UPLOAD_ERRORS: tuple[UploadError, ...] = (
     UploadError("rate_limited", 429, "Too many requests for this client; retry later."),
     UploadError("service_unavailable", 503, "A backing service is unavailable; retry later."),
     UploadError("overloaded", 503, "The service is shedding load; retry later."),
+    UploadError("request_timeout", 408, "The request was not received in time."),
+    UploadError(
+        "idempotency_key_reused",
+        422,
+        "This Idempotency-Key was already used for a different request.",
+    ),
+    UploadError("internal_error", 500, "An unexpected error occurred; retry later."),
 )
 UPLOAD_ERROR_BY_CODE: dict[str, UploadError] = {e.code: e for e in UPLOAD_ERRORS}

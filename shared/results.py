@@ -6,8 +6,13 @@ from typing import Any
 
 from shared.analysis import IMAGE_SIDES
 from shared.pipeline import STAGES
-from shared.schema import Reason, StageImageResult, StageResult, ValidationResult
+from shared.schema import Liveness, Reason, StageImageResult, StageResult, ValidationResult
 from shared.storage import Doc
+from shared.transactions import liveness_of
+
+
+def _reason(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: data.get(k) for k in ("code", "detail", "subject", "image", "stage")}
 
 
 def _image_result(data: dict[str, Any] | None) -> StageImageResult | None:
@@ -18,7 +23,8 @@ def _image_result(data: dict[str, Any] | None) -> StageImageResult | None:
         time_ms=data["time_ms"],
         queue_time_ms=data["queue_time_ms"],
         scores=data.get("scores", {}),
-        reasons=[Reason(**r) for r in data.get("reasons", [])],
+        reasons=[Reason(**_reason(r)) for r in data.get("reasons", [])],
+        notes=[Reason(**_reason(r)) for r in data.get("notes", [])],
         face=data.get("face"),
     )
 
@@ -29,10 +35,14 @@ def to_result(doc: Doc, status_url: str | None = None) -> ValidationResult:
         stage_doc = doc.get("stages", {}).get(stage)
         # A stage that never ran (early termination) is null, not zeros.
         stages[stage] = (
-            StageResult(**{side: _image_result(stage_doc.get(side)) for side in IMAGE_SIDES})
+            StageResult(
+                **{side: _image_result(stage_doc.get(side)) for side in IMAGE_SIDES},
+                pair_scores=(stage_doc.get("decision") or {}).get("pair_scores") or {},
+            )
             if stage_doc
             else None
         )
+    liveness = liveness_of(doc)
     return ValidationResult(
         transaction_id=doc["_id"],
         status=doc["status"],
@@ -45,6 +55,7 @@ def to_result(doc: Doc, status_url: str | None = None) -> ValidationResult:
         decided_by=doc.get("decided_by"),
         reasons=[Reason(**r) for r in doc.get("reasons", [])],
         stages=stages,
+        liveness=Liveness(**liveness) if liveness else None,
         created_at=doc["created_at"],
         finished_at=doc.get("finished_at"),
         status_url=status_url,

@@ -8,42 +8,38 @@ decision: reject or error ends the transaction; pass publishes the next stage's 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from shared import codes, metrics, transactions
 from shared.aio import LoopThread
-from shared.analysis import IMAGE_SIDES, Face, Image, Model, ModelUnavailable, PairResult
+from shared.analysis import IMAGE_SIDES, Face, Model
 from shared.blobstore import AsyncBlobStore, BlobStore
 from shared.imaging import decode_rgb
-from shared.pipeline import StageName, next_stage
+from shared.pipeline import (
+    Decision,
+    ImageRecord,
+    Policy,
+    StageDefinition,
+    StageName,
+    analyze_image,
+    decide,
+    next_stage,
+)
 from shared.schema import StageJob
 from shared.settings import Settings
 from shared.storage import PENDING, Doc, Store
 
 log = logging.getLogger(__name__)
 
-ModelFactory = Callable[[Settings], Sequence[Model]]
-#: Near and far stage records (as stored, with the detector's `face` added) -> a pair verdict.
-PairCheck = Callable[[Mapping[str, Any], Mapping[str, Any]], PairResult]
-
-
-@dataclass(frozen=True)
-class StageDefinition:
-    """What makes a stage a stage: its name and how to build its models."""
-
-    name: StageName
-    build_models: ModelFactory
-    #: Stages after the detector analyse the face it chose.
-    needs_face: bool = True
-    #: Runs once both images passed the stage; its rejections reject the pair.
-    pair_check: PairCheck | None = None
+__all__ = ["JobOutcome", "ModelFailure", "StageDefinition", "StageRuntime"]
 
 
 class ModelFailure(Exception):
@@ -64,51 +60,13 @@ def _ms(ns: int) -> float:
     return round(ns / 1e6, 3)
 
 
-def analyze_image(
-    models: Sequence[Model], image: Image, face: Face | None
-) -> tuple[str, dict[str, Any], list[dict[str, Any]], Face | None, dict[str, float]]:
-    """Run a stage's models on one image: (verdict, scores, reasons, face, per-model seconds).
-
-    A model that is not installed is recorded as not run; a model that raises is an error
-    (not a rejection): the stage stops and the transaction ends with an internal error.
-    """
-    scores: dict[str, Any] = {}
-    reasons: list[dict[str, Any]] = []
-    times: dict[str, float] = {}
-    verdict = "pass"
-    for model in models:
-        entry: dict[str, Any] = {"model": model.info.name, "version": model.info.version}
-        started = time.perf_counter_ns()
-        try:
-            result = model.analyze(image, face)
-        except ModelUnavailable as exc:
-            scores[model.key] = {**entry, "status": "not_run", "time_ms": None,
-                                 "values": {}, "error": str(exc)}  # fmt: skip
-            continue
-        except Exception as exc:
-            log.exception("model %s failed", model.key)
-            elapsed = time.perf_counter_ns() - started
-            scores[model.key] = {**entry, "status": "error", "time_ms": _ms(elapsed),
-                                 "values": {}, "error": f"{type(exc).__name__}: {exc}"}  # fmt: skip
-            reasons = [{"code": "model_error", "detail": f"{model.key} failed: {exc}",
-                        "subject": model.key}]  # fmt: skip
-            return "error", scores, reasons, face, times
-        elapsed = time.perf_counter_ns() - started
-        times[model.key] = elapsed / 1e9
-        scores[model.key] = {
-            **entry,
-            "status": "ok",
-            "time_ms": _ms(elapsed),
-            "values": {k: float(v) for k, v in result.scores.items()},
-        }
-        if result.details:
-            scores[model.key]["details"] = dict(result.details)
-        if result.face is not None:
-            face = result.face
-        for rejection in result.rejections:
-            reasons.append(rejection.to_dict())
-            verdict = "reject"
-    return verdict, scores, reasons, face, times
+def provided(doc: Mapping[str, Any], side: str, what: str) -> Any:
+    """What an earlier stage handed on for this image (its record's `face`, `embedding`)."""
+    for stage_doc in doc.get("stages", {}).values():
+        value = (stage_doc.get(side) or {}).get(what)
+        if value is not None:
+            return value
+    return None
 
 
 class StageRuntime:
@@ -205,37 +163,31 @@ class StageRuntime:
             image = decode_rgb(data)
             decode_ns = time.perf_counter_ns() - work_started
             face = Face.from_dict(job.face) if job.face else None
-            scores: dict[str, Any] = {}
-            times: dict[str, float] = {}
+            policy = self.policy_of(job)
             if attempt > limit:
                 # Earlier deliveries never finished: the job kills its worker.
-                verdict = "error"
-                reasons = [{"code": "poison_job", "subject": None,
-                            "detail": f"The job was delivered {attempt} times without "
-                                      "finishing (the worker died each time)."}]  # fmt: skip
-            elif self.definition.needs_face and face is None:
-                verdict = "error"
-                reasons = [{"code": "missing_face", "subject": None,
-                            "detail": "No face context from the detector."}]  # fmt: skip
+                reason = {"code": "poison_job", "subject": None,
+                          "detail": f"The job was delivered {attempt} times without "
+                                    "finishing (the worker died each time)."}  # fmt: skip
+                analysed = ImageRecord("error", (reason,))
+                times: dict[str, float] = {}
             else:
-                verdict, scores, reasons, face, times = analyze_image(self.models(), image, face)
+                analysis = analyze_image(self.definition, self.models(), image, face, policy)
+                analysed, times = analysis.record, analysis.model_seconds
+            verdict, reasons = analysed.verdict, [dict(r) for r in analysed.reasons]
             if verdict == "error" and attempt < limit:
                 raise ModelFailure(f"attempt {attempt}/{limit}: {reasons[0]['detail']}")
             work_ns = time.perf_counter_ns() - work_started
         finally:
             metrics.JOBS_IN_PROGRESS.labels(stage=self.stage).dec()
         record: dict[str, Any] = {
-            "verdict": verdict,
-            "reasons": reasons,
-            "scores": scores,
+            **analysed.to_dict(self.definition.provides),
             "time_ms": _ms(work_ns),
             "decode_ms": _ms(decode_ns),
             "queue_time_ms": _ms(queue_ns),
             "started_at": datetime.fromtimestamp(started_ns / 1e9, UTC),
             "worker": self.worker,
         }
-        if self.stage == "face_detector" and face is not None:
-            record["face"] = face.to_dict()
         letter: dict[str, Any] | None = None
         if verdict == "error":
             record["attempts"] = attempt
@@ -272,7 +224,7 @@ class StageRuntime:
         decision = stage_doc.get("decision")
         if decision is None:
             decision = {
-                **self._decide(doc, stage_doc),
+                **self.decide(doc, stage_doc).to_dict(),
                 "by": side,
                 "advanced": False,
                 "decided_at": datetime.now(UTC),
@@ -296,36 +248,37 @@ class StageRuntime:
                 if failed
                 else None,
                 created_ns=int(doc["created_ns"]),
+                description=transactions.accepted_description(doc)
+                if decision["outcome"] == "pass"
+                else None,
             )
             return []
-        detector = doc["stages"].get("face_detector", {})
+        policy = doc.get("policy")
         return [
-            StageJob(transaction_id=tid, image=s, face=(detector.get(s) or {}).get("face"))
+            StageJob(transaction_id=tid, image=s, face=provided(doc, s, "face"), policy=policy)
             for s in IMAGE_SIDES
         ]
 
-    def _decide(self, doc: Mapping[str, Any], stage_doc: Mapping[str, Any]) -> dict[str, Any]:
-        decision = transactions.stage_decision(self.stage, stage_doc)
-        check = self.definition.pair_check
-        if check is None or decision["outcome"] != "pass":
-            return decision
-        detector = doc.get("stages", {}).get("face_detector", {})
-        records = {
-            side: {**stage_doc[side], "face": (detector.get(side) or {}).get("face")}
-            for side in IMAGE_SIDES
-        }
-        try:
-            pair = check(records["near"], records["far"])
-        except Exception as exc:
-            log.exception("%s: pair check failed", self.stage)
-            return {"outcome": "error", "reasons": [{"code": "model_error", "stage": self.stage,
-                    "image": None, "subject": "pair_check", "detail": str(exc)}]}  # fmt: skip
-        reasons = [{**r.to_dict(), "image": None, "stage": self.stage} for r in pair.rejections]
-        return {
-            "outcome": "reject" if reasons else "pass",
-            "reasons": reasons,
-            "pair_scores": {k: float(v) for k, v in pair.scores.items()},
-        }
+    def policy_of(self, job: StageJob) -> Policy:
+        if job.policy is not None:
+            return Policy.from_dict(job.policy)
+        return Policy.build(self.settings)
+
+    def decide(self, doc: Mapping[str, Any], stage_doc: Mapping[str, Any]) -> Decision:
+        """The stage's decision from its two stored records (with what earlier stages handed
+        on), by the pipeline's one decision function."""
+        records = {}
+        for side in IMAGE_SIDES:
+            record = ImageRecord.from_dict(stage_doc[side])
+            face = record.face or _face(provided(doc, side, "face"))
+            records[side] = dataclasses.replace(record, face=face)
+        raw_policy = doc.get("policy")
+        policy = Policy.from_dict(raw_policy) if raw_policy else Policy.build(self.settings)
+        return decide(self.definition, records["near"], records["far"], policy)
 
     def mark_advanced(self, tid: str) -> None:
         self._loop.run(self.store.mark_advanced(tid, self.stage))
+
+
+def _face(data: Any) -> Face | None:
+    return Face.from_dict(data) if isinstance(data, Mapping) else None

@@ -17,6 +17,8 @@ class StageJob(BaseModel):
     image: ImageSide
     #: The face the detector chose, as `Face.to_dict()`; None for the first stage.
     face: dict[str, Any] | None = None
+    #: The transaction's decision policy (`Policy.to_dict()`), so no job reads it first.
+    policy: dict[str, Any] | None = None
 
 
 class ModelScores(BaseModel):
@@ -42,12 +44,30 @@ class StageImageResult(BaseModel):
     queue_time_ms: float
     scores: dict[str, ModelScores] = Field(default_factory=dict)
     reasons: list[Reason] = Field(default_factory=list)
+    notes: list[Reason] = Field(
+        default_factory=list,
+        description="Findings the client's policy reports without rejecting (e.g. glasses).",
+    )
     face: dict[str, Any] | None = None
 
 
 class StageResult(BaseModel):
     near: StageImageResult | None = None
     far: StageImageResult | None = None
+    pair_scores: dict[str, float] = Field(
+        default_factory=dict,
+        description="Scores of the check across near and far (e.g. identity similarity "
+        "and the threshold it was compared with).",
+    )
+
+
+class Liveness(BaseModel):
+    assessed: bool = Field(
+        description="True only when a presentation-attack model ran on both images."
+    )
+    models: list[str] = Field(
+        default_factory=list, description="The PAD models that ran (heuristics excluded)."
+    )
 
 
 class ValidationResult(BaseModel):
@@ -59,9 +79,14 @@ class ValidationResult(BaseModel):
     summary_desc: str | None = None
     http_code: int | None = None
     total_time_ms: float | None = None
-    decided_by: Literal["face_detector", "accessory", "quality", "pad"] | None = None
+    decided_by: Literal["face_detector", "accessory", "quality", "identity", "pad"] | None = None
     reasons: list[Reason] = Field(default_factory=list)
     stages: dict[str, StageResult | None] = Field(default_factory=dict)
+    liveness: Liveness | None = Field(
+        None,
+        description="Whether liveness was assessed, and by which models (null while "
+        "the PAD stage has not run).",
+    )
     created_at: datetime
     finished_at: datetime | None = None
     status_url: str | None = None

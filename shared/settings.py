@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     max_yaw_degrees: float | None = 40.0
     max_pitch_degrees: float | None = None
     max_roll_degrees: float | None = 30.0
+    #: Reason codes (or subjects) any stage reports without rejecting; a client's record may
+    #: override it (`policy.report_only`, `policy.reject`). Clear glasses: reported.
+    report_only_reasons: list[str] = Field(default_factory=lambda: ["glasses"])
     #: Per-accessory probability at which the optional ONNX accessory classifier rejects.
     accessory_model_threshold: float = 0.5
     #: Classic metrics on the face region (`faceval calibrate quality DIR` proposes these).

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from shared import codes, metrics
+from shared import codes, metrics, pipeline
 from shared.analysis import IMAGE_SIDES
 from shared.blobstore import AsyncBlobStore
 from shared.codes import Summary
@@ -64,28 +64,35 @@ def new_transaction(
     }
 
 
-def stage_decision(stage: str, results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Combine the near and far results of one stage: any error wins, then any rejection."""
-    reasons: list[dict[str, Any]] = []
-    errors: list[dict[str, Any]] = []
-    for side in IMAGE_SIDES:
-        result = results[side]
-        for reason in result.get("reasons", []):
-            entry = {**reason, "image": side, "stage": stage}
-            (errors if result["verdict"] == "error" else reasons).append(entry)
-    if errors:
-        return {"outcome": "error", "reasons": errors}
-    if reasons:
-        return {"outcome": "reject", "reasons": reasons}
-    return {"outcome": "pass", "reasons": []}
-
-
 def summary_of(decision: Mapping[str, Any]) -> Summary:
-    if decision["outcome"] == "error":
-        return codes.INTERNAL_ERROR
-    if decision["outcome"] == "reject":
-        return codes.summary_for_rejections([r["code"] for r in decision["reasons"]])
-    return codes.ACCEPTED
+    """The summary of a stored stage decision (see `shared.pipeline.decide`)."""
+    return pipeline.summary_of(decision["outcome"], decision["reasons"])
+
+
+#: Model keys whose scores are heuristics, not a presentation-attack model.
+_PAD_HEURISTICS = frozenset({"pad_heuristics", "pad_geometry"})
+
+
+def liveness_of(doc: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Which PAD models ran on both images (None while the PAD stage has not run)."""
+    stage = doc.get("stages", {}).get("pad")
+    if not stage or any(stage.get(side) is None for side in IMAGE_SIDES):
+        return None
+    ran = [
+        {key for key, entry in stage[side].get("scores", {}).items()
+         if entry.get("status") == "ok" and key not in _PAD_HEURISTICS}
+        for side in IMAGE_SIDES
+    ]  # fmt: skip
+    models = sorted(set.intersection(*ran))
+    return {"assessed": bool(models), "models": models}
+
+
+def accepted_description(doc: Mapping[str, Any]) -> str | None:
+    """An accepted pair never claims a live face unless a PAD model ran on both images."""
+    liveness = liveness_of(doc)
+    if liveness is not None and not liveness["assessed"]:
+        return codes.ACCEPTED_LIVENESS_NOT_ASSESSED
+    return None
 
 
 async def finalize(
@@ -98,6 +105,7 @@ async def finalize(
     reasons: Sequence[Mapping[str, Any]] = (),
     retain_images_seconds: int | None = None,
     created_ns: int | None = None,
+    description: str | None = None,
 ) -> Doc | None:
     """End a pending transaction once; None if something else had already ended it.
 
@@ -117,7 +125,7 @@ async def finalize(
             "summary_code": summary.code,
             "summary_status": str(summary.status),
             "summary_reason": summary.reason,
-            "summary_desc": summary.description,
+            "summary_desc": description or summary.description,
             "http_code": summary.http_code,
             "total_time_ms": round(total_ms, 3),
             "decided_by": decided_by,

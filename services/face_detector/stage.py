@@ -8,15 +8,14 @@ on first use and verified; a missing or mismatching file stops the worker at sta
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from services.face_detector.framing import FramingPolicy, near_far_framing
-from shared.analysis import Face, Model, PairResult
+from shared.analysis import Model, PairResult
 from shared.models_registry import Registry
 from shared.onnx import build_session
-from shared.runtime import StageDefinition
-from shared.settings import Settings
+from shared.pipeline import ImageRecord, Policy, StageDefinition
+from shared.settings import Settings, get_settings
 
 
 def framing_policy(settings: Settings) -> FramingPolicy:
@@ -69,20 +68,18 @@ def build_models(settings: Settings) -> Sequence[Model]:
     ]
 
 
-def pair_check(
-    near: Mapping[str, Any], far: Mapping[str, Any], settings: Settings | None = None
-) -> PairResult:
-    """The near/far size rule on the stored records' faces (`near_far_framing`).
-
-    Not wired into `STAGE` yet: the lead wires the detector stage's pair check.
-    """
-    near_face, far_face = near.get("face"), far.get("face")
-    if not isinstance(near_face, Mapping) or not isinstance(far_face, Mapping):
+def pair_check(near: ImageRecord, far: ImageRecord, policy: Policy) -> PairResult:
+    """The near/far size rule on the two faces the detector chose (`near_far_framing`)."""
+    if near.face is None or far.face is None:
         return PairResult(scores={})
-    limit = (settings or Settings()).max_far_to_near_face
-    return near_far_framing(
-        Face.from_dict(near_face), Face.from_dict(far_face), max_far_to_near=limit
-    )
+    limit = get_settings().max_far_to_near_face
+    return near_far_framing(near.face, far.face, max_far_to_near=limit)
 
 
-STAGE = StageDefinition(name="face_detector", build_models=build_models, needs_face=False)
+STAGE = StageDefinition(
+    name="face_detector",
+    build_models=build_models,
+    needs_face=False,
+    provides=frozenset({"face"}),
+    pair_check=pair_check,
+)

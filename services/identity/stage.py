@@ -11,13 +11,12 @@ re-enrolment path).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from services.identity.matching import IdentityPolicy, near_far_match
-from shared.analysis import Embedding, Model, PairResult
+from shared.analysis import Model, PairResult
 from shared.models_registry import Registry
-from shared.runtime import StageDefinition
+from shared.pipeline import ImageRecord, Policy, StageDefinition
 from shared.settings import Settings, get_settings
 
 MODEL_NAME = "dlib_resnet_v1"
@@ -43,15 +42,18 @@ def policy(settings: Settings) -> IdentityPolicy:
     return IdentityPolicy(settings.identity_threshold, dict(settings.identity_client_thresholds))
 
 
-def pair_check(
-    near: Mapping[str, Any], far: Mapping[str, Any], client_id: str | None = None
-) -> PairResult:
-    """Near and far stage records, each holding `embedding` (`Embedding.to_dict()`)."""
-    # Settings are read per call (cached), not at import, so the environment decides.
-    threshold = policy(get_settings()).threshold_for(client_id)
-    return near_far_match(
-        Embedding.from_dict(near["embedding"]), Embedding.from_dict(far["embedding"]), threshold
-    )
+def pair_check(near: ImageRecord, far: ImageRecord, policy: Policy) -> PairResult:
+    """Near and far templates against the transaction's identity threshold (the policy
+    carries the client's own threshold when it has one)."""
+    if near.embedding is None or far.embedding is None:
+        raise ValueError("an image of the pair has no face template")
+    threshold = policy.thresholds.get("identity", get_settings().identity_threshold)
+    return near_far_match(near.embedding, far.embedding, threshold)
 
 
-STAGE = StageDefinition(name="identity", build_models=build_models, pair_check=pair_check)
+STAGE = StageDefinition(
+    name="identity",
+    build_models=build_models,
+    provides=frozenset({"embedding"}),
+    pair_check=pair_check,
+)

@@ -5,14 +5,29 @@ from __future__ import annotations
 from typing import Any
 
 from shared import codes
-from shared.transactions import stage_decision, summary_of
+from shared.analysis import Embedding, PairResult, Rejection
+from shared.pipeline import Decision, ImageRecord, Policy, StageDefinition, decide
+from shared.transactions import summary_of
 
 
-def _result(verdict: str, *reasons: str) -> dict[str, Any]:
-    return {
-        "verdict": verdict,
-        "reasons": [{"code": r, "detail": r, "subject": None} for r in reasons],
-    }
+def _result(verdict: str, *reasons: str, subject: str | None = None) -> ImageRecord:
+    return ImageRecord.from_dict(
+        {
+            "verdict": verdict,
+            "reasons": [{"code": r, "detail": r, "subject": subject} for r in reasons],
+        }
+    )
+
+
+def _stage(name: str, check: Any = None) -> StageDefinition:
+    return StageDefinition(name=name, build_models=lambda _: [], pair_check=check)  # type: ignore[arg-type]
+
+
+def stage_decision(stage: str, records: dict[str, ImageRecord]) -> dict[str, Any]:
+    decision: Decision = decide(_stage(stage), records["near"], records["far"], Policy())
+    out = decision.to_dict()
+    del out["pair_scores"]
+    return out
 
 
 def test_passes_when_both_images_pass() -> None:
@@ -31,6 +46,62 @@ def test_rejects_when_either_image_is_rejected_and_names_the_image() -> None:
          "image": "far", "stage": "accessory"}
     ]  # fmt: skip
     assert summary_of(decision).code == 20
+
+
+def test_an_accessory_rejection_is_summarised_by_the_accessory_it_names() -> None:
+    far = _result("reject", "accessory_detected", subject="face_mask")
+    decision = stage_decision("accessory", {"near": _result("pass"), "far": far})
+    assert summary_of(decision).reason == "face_mask"
+    assert summary_of(decision).code == 21
+
+
+def test_a_pair_check_runs_only_when_both_images_pass_and_reports_its_scores() -> None:
+    calls: list[tuple[ImageRecord, ImageRecord]] = []
+
+    def mismatch(near: ImageRecord, far: ImageRecord, policy: Policy) -> PairResult:
+        calls.append((near, far))
+        return PairResult({"similarity": 0.2, "threshold": 0.9},
+                          [Rejection("face_mismatch", "two people", "identity")])  # fmt: skip
+
+    stage = _stage("identity", mismatch)
+    rejected = decide(stage, _result("reject", "x"), _result("pass"), Policy())
+    assert rejected.outcome == "reject" and calls == []
+    decision = decide(stage, _result("pass"), _result("pass"), Policy())
+    assert decision.outcome == "reject"
+    assert decision.reasons[0]["code"] == "face_mismatch"
+    assert decision.reasons[0]["image"] is None
+    assert decision.pair_scores == {"similarity": 0.2, "threshold": 0.9}
+    assert decision.summary.code == 50
+
+
+def test_a_pair_check_that_raises_is_an_error() -> None:
+    def broken(near: ImageRecord, far: ImageRecord, policy: Policy) -> PairResult:
+        raise ValueError("templates of two models")
+
+    decision = decide(_stage("identity", broken), _result("pass"), _result("pass"), Policy())
+    assert decision.outcome == "error"
+    assert decision.summary is codes.INTERNAL_ERROR
+
+
+def test_policy_takes_client_overrides_over_the_defaults() -> None:
+    from shared.settings import Settings
+
+    settings = Settings(report_only_reasons=["glasses"], identity_threshold=0.9)
+    assert Policy.build(settings).report_only == {"glasses"}
+    strict = Policy.build(settings, "c1", {"reject": ["glasses"], "thresholds": {"identity": 0.95}})
+    assert strict.report_only == frozenset()
+    assert strict.thresholds["identity"] == 0.95
+    assert Policy.from_dict(strict.to_dict()) == strict
+
+
+def test_records_round_trip_through_storage_with_what_the_stage_provides() -> None:
+    vector = Embedding("m", "1", __import__("numpy").ones(4, "float32") / 2)
+    record = ImageRecord("pass", embedding=vector)
+    stored = record.to_dict(frozenset({"embedding"}))
+    again = ImageRecord.from_dict(stored)
+    assert again.embedding is not None
+    assert again.embedding.model == "m"
+    assert list(again.embedding.vector) == [0.5, 0.5, 0.5, 0.5]
 
 
 def test_an_error_wins_over_a_rejection() -> None:

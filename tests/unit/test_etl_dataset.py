@@ -49,6 +49,7 @@ ROWS: list[tuple[str, str, str, str, str, str]] = [
 STAGE_TIMES = {
     "accessory": (3.0, 1.0, 3.0, 1.0),
     "quality": (200.0, 50.0, 190.0, 50.0),
+    "identity": (100.0, 5.0, 100.0, 5.0),
     "pad": (30.0, 10.0, 30.0, 10.0),
 }
 #: What the operational documents hold for the user (already a keyed hash in production;

@@ -178,23 +178,17 @@ def test_pair_check_accepts_at_the_threshold() -> None:
     assert result.rejections == ()
 
 
-def test_stage_pair_check_reads_stored_embeddings_and_the_configured_threshold(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from shared.settings import get_settings
+def test_stage_pair_check_reads_stored_embeddings_and_the_clients_threshold() -> None:
+    from shared.pipeline import ImageRecord, Policy
+    from shared.settings import Settings
 
-    monkeypatch.setenv("FACEVAL_IDENTITY_THRESHOLD", "0.5")
-    monkeypatch.setenv("FACEVAL_IDENTITY_CLIENT_THRESHOLDS", '{"strict": 0.99}')
-    get_settings.cache_clear()
-    try:
-        near = {"embedding": unit([1.0, 0.0]).to_dict()}
-        far = {"embedding": unit([0.6, 0.8]).to_dict()}
-        assert pair_check(near, far).rejections == ()
-        strict = pair_check(near, far, client_id="strict")
-        assert strict.scores["threshold"] == 0.99
-        assert [r.code for r in strict.rejections] == ["face_mismatch"]
-    finally:
-        get_settings.cache_clear()
+    settings = Settings(identity_threshold=0.5, identity_client_thresholds={"strict": 0.99})
+    near = ImageRecord.from_dict({"verdict": "pass", "embedding": unit([1.0, 0.0]).to_dict()})
+    far = ImageRecord.from_dict({"verdict": "pass", "embedding": unit([0.6, 0.8]).to_dict()})
+    assert pair_check(near, far, Policy.build(settings, "lenient")).rejections == ()
+    strict = pair_check(near, far, Policy.build(settings, "strict"))
+    assert strict.scores["threshold"] == 0.99
+    assert [r.code for r in strict.rejections] == ["face_mismatch"]
 
 
 def test_policy_uses_a_clients_own_threshold_when_configured() -> None:

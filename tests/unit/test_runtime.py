@@ -1,4 +1,5 @@
-"""The shared runtime's per-image analysis: timing, not-run models, errors, rejections."""
+"""Per-image analysis (shared.pipeline.analyze_image, used by the workers and the in-process
+runner): timing, not-run models, errors, rejections, what a stage hands on."""
 
 from __future__ import annotations
 
@@ -7,7 +8,24 @@ from dataclasses import dataclass
 import numpy as np
 
 from shared.analysis import Face, Image, ModelInfo, ModelResult, Rejection, UnavailableModel
-from shared.runtime import analyze_image
+from shared.pipeline import Analysis, Policy, StageDefinition
+from shared.pipeline import analyze_image as analyze
+
+Times = dict[str, float]
+FREE = StageDefinition(name="quality", build_models=lambda _: [], needs_face=False)
+
+
+def analyze_image(
+    models: list[object], image: Image, face: Face | None, policy: Policy | None = None
+) -> tuple[
+    str, dict[str, dict[str, object]], list[dict[str, object]], Face | None, dict[str, float]
+]:
+    result: Analysis = analyze(FREE, models, image, face, policy or Policy())  # type: ignore[arg-type]
+    record = result.record
+    reasons = [dict(r) for r in record.reasons]
+    scores = {k: dict(v) for k, v in record.scores.items()}
+    return record.verdict, scores, reasons, record.face, result.model_seconds
+
 
 IMAGE = np.zeros((64, 64, 3), dtype=np.uint8)
 FACE = Face(1, 2, 30, 40, 0.99, ((5, 5), (15, 5), (10, 10), (6, 15), (14, 15)))
@@ -71,6 +89,29 @@ def test_collects_every_rejection_and_keeps_running_later_models() -> None:
     assert verdict == "reject"
     assert [r["code"] for r in reasons] == ["low_quality", "low_quality"]
     assert set(scores) == {"a", "b"}
+
+
+def test_a_finding_the_policy_reports_only_is_a_note_not_a_rejection() -> None:
+    policy = Policy(report_only=frozenset({"low_quality"}))
+    result = analyze(FREE, [Scoring("a", 1.0, reject=True)], IMAGE, None, policy)
+    assert result.record.verdict == "pass"
+    assert result.record.reasons == ()
+    assert [n["code"] for n in result.record.notes] == ["low_quality"]
+
+
+def test_a_stage_that_needs_a_face_errors_without_one() -> None:
+    needs = StageDefinition(name="quality", build_models=lambda _: [])
+    result = analyze(needs, [Scoring("a", 1.0)], IMAGE, None, Policy())
+    assert result.record.verdict == "error"
+    assert result.record.reasons[0]["code"] == "missing_face"
+
+
+def test_only_what_a_stage_provides_is_stored_for_later_stages() -> None:
+    detector = StageDefinition(name="face_detector", build_models=lambda _: [],
+                               needs_face=False, provides=frozenset({"face"}))  # fmt: skip
+    record = analyze(detector, [Detector()], IMAGE, None, Policy()).record
+    assert record.to_dict(detector.provides)["face"] == FACE.to_dict()
+    assert "face" not in record.to_dict(frozenset())
 
 
 def test_a_model_that_raises_is_an_error_not_a_rejection() -> None:
