@@ -234,7 +234,8 @@ class StageRuntime:
         elif decision["by"] != side or decision.get("advanced"):
             # Someone else decides, or this is a redelivery of a job that already acted.
             return []
-        following = next_stage(self.stage)
+        # A probe (enrolment, 1:1, 1:N) stops after the stage it needs (`until`).
+        following = None if doc.get("until") == self.stage else next_stage(self.stage)
         if decision["outcome"] != "pass" or following is None:
             failed = decision["outcome"] == "error"
             await transactions.finalize(

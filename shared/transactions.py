@@ -36,6 +36,7 @@ def new_transaction(
     expires_at: datetime | None,
     deadline_seconds: float,
     policy: Mapping[str, Any] | None = None,
+    until: str | None = None,
 ) -> Doc:
     now_ns = time.time_ns()
     return {
@@ -56,6 +57,9 @@ def new_transaction(
         #: The client's decision policy at submission time (e.g. which accessories reject):
         #: stored so that a redelivered job decides as the first delivery did.
         "policy": dict(policy) if policy else None,
+        #: The last stage to run: None for a validation (every stage); "identity" for a probe
+        #: image of the subjects API, which needs the face template and nothing after it.
+        "until": until,
         "created_at": datetime.fromtimestamp(now_ns / 1e9, UTC),
         "created_ns": now_ns,
         "deadline_at": datetime.fromtimestamp(now_ns / 1e9 + deadline_seconds, UTC),
