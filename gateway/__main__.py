@@ -1,17 +1,15 @@
-"""`python -m gateway`: serve the gateway with uvicorn."""
+"""`python -m gateway`: serve the gateway with uvicorn (client waits bounded: gateway.server)."""
 
 from __future__ import annotations
 
-import uvicorn
-
 from gateway.app import create_app
+from gateway.server import serve
 from shared.settings import get_settings
 
 
 def main() -> None:
     settings = get_settings()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level.lower(), access_log=False)  # fmt: skip
+    serve(create_app(settings), settings)
 
 
 if __name__ == "__main__":

@@ -11,17 +11,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib.metadata import version
 
 from fastapi import FastAPI, Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.bodyguard import BodyGuard
 from gateway.deps import Deps
-from gateway.errors import (
-    ApiError,
-    api_error_handler,
-    http_error_handler,
-    validation_error_handler,
-)
+from gateway.errors import add_error_handlers
 from gateway.limits import QueueDepthWatch
 from gateway.sweeper import sweep_forever
 from gateway.waiter import DoneWaiter
@@ -97,9 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=_catalogue_markdown(),
         lifespan=lifespan,
     )
-    app.add_exception_handler(ApiError, api_error_handler)
-    app.add_exception_handler(RequestValidationError, validation_error_handler)
-    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    add_error_handlers(app)
 
     from gateway.demo.router import router as demo_router  # the page for trying the API
     from gateway.routes import ops, validations
@@ -134,4 +126,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ).observe(time.perf_counter() - started)
         return response
 
+    # Outermost: counts body bytes as they arrive (chunked too) and bounds the time to read.
+    app.add_middleware(
+        BodyGuard,
+        max_bytes=2 * settings.max_upload_bytes + BODY_OVERHEAD_BYTES,
+        timeout=settings.body_read_timeout_seconds,
+    )
     return app

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from kombu.exceptions import OperationalError as BrokerError
+from pymongo.errors import PyMongoError
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared import metrics
 from shared.codes import UPLOAD_ERROR_BY_CODE
 from shared.schema import ErrorBody
+
+log = logging.getLogger(__name__)
+
+#: A backing store or the broker failing: the client may retry, so 503 with Retry-After.
+STORE_ERRORS: tuple[type[Exception], ...] = (PyMongoError, RedisError, BrokerError, TimeoutError)
+RETRY_AFTER_SECONDS = "5"
 
 
 class ApiError(Exception):
@@ -67,3 +77,29 @@ async def validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
     error = ApiError(code, f"Form field(s) {verb}: {', '.join(fields)}.", detail={"fields": fields})
     metrics.UPLOADS_REJECTED_TOTAL.labels(code=code).inc()
     return error_response(error)
+
+
+async def store_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Redis, MongoDB or RabbitMQ failed wherever it happened (the API-key lookup, the rate
+    limit, a read): 503 with Retry-After in the documented shape, never a plain 500."""
+    log.warning("%s %s: backing service failed: %s: %s", request.method, request.url.path,
+                type(exc).__name__, exc)  # fmt: skip
+    return error_response(
+        ApiError("service_unavailable", headers={"Retry-After": RETRY_AFTER_SECONDS})
+    )
+
+
+async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """A bug: the client still gets JSON with a stable code; the traceback goes to the log."""
+    log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
+    return error_response(ApiError("internal_error"))
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Every failure answers in the documented JSON shape."""
+    app.add_exception_handler(ApiError, api_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    for error in STORE_ERRORS:
+        app.add_exception_handler(error, store_error_handler)
+    app.add_exception_handler(Exception, unexpected_error_handler)

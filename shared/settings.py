@@ -63,6 +63,17 @@ class Settings(BaseSettings):
     #: New validations are refused (503) while more jobs than this wait in the stage queues.
     max_queue_depth: int = 2000
     queue_depth_poll_seconds: float = 1.0
+    #: Slow clients: a request's head must arrive within `header_read_timeout_seconds` and
+    #: its body within `body_read_timeout_seconds` (408), idle keep-alive connections close
+    #: after `keep_alive_timeout_seconds` (gateway/server.py, gateway/bodyguard.py).
+    header_read_timeout_seconds: float = 10.0
+    body_read_timeout_seconds: float = 60.0
+    keep_alive_timeout_seconds: int = 5
+    #: How long an `Idempotency-Key` keeps answering with the transaction it created.
+    idempotency_retention_seconds: int = 86400
+    #: Publish-or-repair: a pending transaction whose first jobs were never confirmed
+    #: published (its gateway died in between) is re-published by the sweeper after this.
+    republish_grace_seconds: float = 10.0
 
     # --- workers ------------------------------------------------------------------------
     worker_concurrency: int = 1
