@@ -151,13 +151,12 @@ def cmd_eval_simulate(args: argparse.Namespace) -> int:
 def cmd_calibrate_quality(args: argparse.Namespace) -> int:
     from tools.eval import calibrate
 
-    settings = get_settings()
-    rows, skipped = calibrate.collect(Path(args.directory), settings)
-    if not rows:
-        print(f"no image with a face in {args.directory}", file=sys.stderr)
+    folders = [Path(d) for d in args.directory]
+    try:
+        print(calibrate.calibrate_quality(folders, get_settings(), args.percentile))
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
         return 1
-    proposals = calibrate.propose(rows, settings, args.percentile)
-    print(calibrate.render(proposals, len(rows), skipped, args.percentile))
     return 0
 
 
@@ -205,11 +204,11 @@ def add_commands(sub: Any) -> None:
     calibrate = sub.add_parser("calibrate", help="propose thresholds from known-good captures")
     calibrate_sub = calibrate.add_subparsers(dest="calibrate_command", required=True)
     quality = calibrate_sub.add_parser("quality", help="quality thresholds from a folder")
-    quality.add_argument("directory")
+    quality.add_argument("directory", nargs="+", help="folders of genuine photos")
     quality.add_argument(
         "--percentile",
         type=float,
-        default=1.0,
-        help="share of good captures each bound may reject, in %% (default 1)",
+        default=0.5,
+        help="share of good captures each bound may reject, in %% (default 0.5)",
     )
     quality.set_defaults(func=cmd_calibrate_quality)

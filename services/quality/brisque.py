@@ -33,10 +33,12 @@ FloatArray = NDArray[np.float64]
 _LUMA = np.array([0.2125, 0.7154, 0.0721])
 _KERNEL_SIZE = 7
 _SIGMA = 7 / 6
-#: Scores are comparable only at a common scale: the region's shorter side is resized to it.
-SHORT_SIDE = 256
-#: Around the detector's box: the face with hair, ears and some background.
-MARGIN = 0.5
+#: Scores are comparable only at a common scale: the region's shorter side is resized to
+#: it. 192 px costs half of 256 and separates blur as well on real photos (issue 12: AUC
+#: sharp vs sigma-1.5 blur 0.988 at 192 px and margin 0.2, 0.987 at 256 px and 0.5).
+SHORT_SIDE = 192
+#: Around the detector's box: the face with a little hair and background.
+MARGIN = 0.2
 
 
 @dataclass(frozen=True)
@@ -180,9 +182,9 @@ def normalised_region(image: Image, face: Face | None, margin: float = MARGIN) -
 class Brisque:
     """BRISQUE of the normalised face region; rejects above `max_score` (None: report only).
 
-    Measured on the bundled sample faces: 2-32 sharp, 87-102 Gaussian-blurred (sigma 6).
-    The SVR was trained on LIVE (natural scenes, synthetic distortions), not on selfies:
-    no threshold is set by default (`faceval calibrate quality` proposes one).
+    The SVR was trained on LIVE (natural scenes, synthetic distortions), not on selfies;
+    the limit comes from `faceval calibrate quality` on real genuine photos
+    (docs/models.md, Quality limits).
     """
 
     svr: SvrModel

@@ -1,9 +1,12 @@
 """Six classic, reference-free image-quality metrics on the face region.
 
-Computed on the face box plus a margin (the whole image when no face is given), after
-shrinking it so the longer side is at most `_MAX_SIDE` px: that bounds the cost and
-makes the metrics comparable between a near and a far selfie. Small crops are not
-enlarged, since interpolation would itself blur them.
+Sharpness, blur, SVD concentration and colourfulness are computed on the face box plus
+a margin (the whole image when no face is given), after shrinking it so the longer side
+is at most `_MAX_SIDE` px: that bounds the cost and makes the metrics comparable between
+a near and a far selfie. Small crops are not enlarged, since interpolation would itself
+blur them. Brightness and contrast are measured on the skin only (`skin_region`: cheeks
+and nose between the eyes and the mouth), so a dark or bright background, hair or a
+white collar do not move them.
 """
 
 from __future__ import annotations
@@ -41,6 +44,32 @@ def face_region(image: Image, face: Face | None, margin: float = _MARGIN) -> Ima
     if x1 - x0 < 8 or y1 - y0 < 8:
         return image
     return image[y0:y1, x0:x1]
+
+
+def skin_region(image: Image, face: Face | None) -> Image:
+    """The skin between the eyes and the mouth, from the landmarks (no eyes, hair, lips).
+
+    Rows from a fifth of the way from the eye line to the mouth line down to just above
+    the mouth corners; columns between the outer of the eye and mouth-corner points.
+    Without landmarks: the middle of the box (columns 25-75 %, rows 40-70 %).
+    """
+    if face is None:
+        return image
+    height, width = image.shape[:2]
+    if len(face.landmarks) == 5:
+        (lx, ly), (rx, ry), _, (mlx, mly), (mrx, mry) = face.landmarks
+        eyes_y, mouth_y = max(ly, ry), min(mly, mry)
+        down = mouth_y - eyes_y
+        x0, x1 = min(lx, mlx), max(rx, mrx)
+        y0, y1 = eyes_y + 0.2 * down, mouth_y - 0.1 * down
+    else:
+        x0, x1 = face.x + 0.25 * face.width, face.x + 0.75 * face.width
+        y0, y1 = face.y + 0.4 * face.height, face.y + 0.7 * face.height
+    c0, c1 = max(0, math.floor(x0)), min(width, math.ceil(x1))
+    r0, r1 = max(0, math.floor(y0)), min(height, math.ceil(y1))
+    if c1 - c0 < 4 or r1 - r0 < 4:
+        return face_region(image, face, 0.0)
+    return image[r0:r1, c0:c1]
 
 
 def _bounded(image: Image, max_side: int = _MAX_SIDE) -> Image:
@@ -94,15 +123,17 @@ def svd_concentration(gray: FloatArray, top_share: float = _SVD_TOP_SHARE) -> fl
     return float(values[:top].sum()) / total
 
 
-def classic_metrics(rgb: Image) -> dict[str, float]:
-    """All six metrics of an RGB crop, already bounded in size."""
+def classic_metrics(rgb: Image, skin: Image | None = None) -> dict[str, float]:
+    """All six metrics of an RGB crop, already bounded in size; brightness and contrast
+    on `skin` when given."""
     gray8 = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     gray = gray8.astype(np.float64)
+    tone = gray if skin is None else cv2.cvtColor(skin, cv2.COLOR_RGB2GRAY).astype(np.float64)
     return {
         "sharpness": float(cv2.Laplacian(gray, cv2.CV_64F).var()),
         "colorfulness": colorfulness(rgb),
-        "contrast": float((gray / 255.0).std()),
-        "brightness": float(gray.mean()),
+        "contrast": float((tone / 255.0).std()),
+        "brightness": float(tone.mean()),
         "blur_score": crete_blur(gray / 255.0),
         "svd_score": svd_concentration(gray / 255.0),
     }
@@ -135,6 +166,8 @@ class ClassicMetrics:
     min_colorfulness: float | None = None
     margin: float = _MARGIN
     region: Literal["face", "image"] = "face"
+    #: The measured crop is shrunk to this longer side (cost; comparability near/far).
+    max_side: int = _MAX_SIDE
     key: str = "classic_metrics"
     info: ModelInfo = field(default=ModelInfo(name="classic_metrics", version="1.0"))
 
@@ -150,13 +183,19 @@ class ClassicMetrics:
             max_blur_score=None,
             max_svd_score=None,
             region="image",
+            # Report-only: a small copy keeps its cost (the SVD) negligible.
+            max_side=256,
             key="classic_metrics_image",
             info=info or ModelInfo(name="classic_metrics", version="1.0"),
         )
 
     def analyze(self, image: Image, face: Face | None) -> ModelResult:
-        region = face_region(image, face, self.margin) if self.region == "face" else image
-        scores = classic_metrics(_bounded(region))
+        if self.region == "face":
+            region = face_region(image, face, self.margin)
+            skin = _bounded(skin_region(image, face), self.max_side) if face else None
+        else:
+            region, skin = image, None
+        scores = classic_metrics(_bounded(region, self.max_side), skin)
         bounds: list[tuple[str, float | None, bool, str]] = [
             ("sharpness", self.min_sharpness, False, "below"),
             ("brightness", self.min_brightness, False, "too dark"),

@@ -84,5 +84,5 @@ def test_calibrate_quality_command_runs_on_a_folder(
         main(["calibrate", "quality", str(tmp_path)])
     assert done.value.code == 0
     out = capsys.readouterr().out
-    assert "2 captures with a face" in out
+    assert "2 captures passed the detector stage" in out
     assert "FACEVAL_QUALITY_MIN_SHARPNESS=" in out and "FACEVAL_QUALITY_MAX_BRISQUE=" in out
