@@ -19,7 +19,7 @@ import numpy as np
 
 from shared.analysis import Model
 from shared.imaging import decode_rgb
-from shared.runtime import analyze_image
+from shared.pipeline import Policy, analyze_image
 from shared.settings import Settings
 from tools.eval.datasets import PadDataset, PadSample
 from tools.eval.iso import PadMetrics, det_points, evaluate
@@ -39,23 +39,24 @@ class Scored:
 
 def build_scorer(settings: Settings, model: str) -> Callable[[PadSample], float | None]:
     """Detector + PAD models as configured, returning `model`'s probability per image."""
-    from services.face_detector.stage import build_models as detector_models
-    from services.pad.stage import build_models as pad_models
+    from tools.stages import stage_definition
 
-    detector: Sequence[Model] = detector_models(settings)
-    pad = [m for m in pad_models(settings) if m.key == model]
+    detector_stage, pad_stage = stage_definition("face_detector"), stage_definition("pad")
+    detector: Sequence[Model] = detector_stage.build_models(settings)
+    pad = [m for m in pad_stage.build_models(settings) if m.key == model]
     if not pad:
         raise ValueError(f"no PAD model {model!r} in the pad stage")
+    policy = Policy.build(settings)
 
     def score(sample: PadSample) -> float | None:
         image = decode_rgb(sample.path.read_bytes())
-        _, _, _, face, _ = analyze_image(detector, image, None)
+        face = analyze_image(detector_stage, detector, image, None, policy).record.face
         if face is None:
             return None
-        _, scores, reasons, _, _ = analyze_image(pad, image, face)
-        entry = scores[model]
+        record = analyze_image(pad_stage, pad, image, face, policy).record
+        entry = record.scores[model]
         if entry["status"] != "ok":
-            raise RuntimeError(f"{model} did not run: {entry.get('error') or reasons}")
+            raise RuntimeError(f"{model} did not run: {entry.get('error') or record.reasons}")
         return float(entry["values"]["prob"])
 
     return score
