@@ -148,6 +148,12 @@ def cmd_eval_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_pipeline(args: argparse.Namespace) -> int:
+    from tools.eval import pipeline
+
+    return pipeline.run(args)
+
+
 def cmd_calibrate_quality(args: argparse.Namespace) -> int:
     from tools.eval import calibrate
 
@@ -192,6 +198,13 @@ def add_commands(sub: Any) -> None:
     detector.add_argument("--iou", type=float, default=0.5)
     detector.add_argument("--max-side", type=int, help="detector input bound (default: settings)")
     detector.set_defaults(func=cmd_eval_detector)
+    from tools.eval.pipeline import add_arguments as pipeline_arguments
+
+    decisions = eval_sub.add_parser(
+        "pipeline", help="the production decisions on labelled photos: FRR, recall, confusion"
+    )
+    pipeline_arguments(decisions)
+    decisions.set_defaults(func=cmd_eval_pipeline)
     simulate = eval_sub.add_parser(
         "simulate",
         help="write SIMULATED print/replay attacks (smoke checks only; not a valid PAD evaluation)",
