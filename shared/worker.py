@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
 from amqp.exceptions import MessageNacked  # type: ignore[import-untyped]
@@ -16,6 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.messaging import PUBLISHED_HEADER, make_celery, publish_dead_letter, publish_job
+from shared.models_registry import ModelNotReady, Registry
 from shared.pipeline import METRICS_PORT, next_stage, queue_name, task_name
 from shared.runtime import ModelFailure, StageDefinition, StageRuntime
 from shared.schema import StageJob
@@ -106,7 +108,10 @@ def create_worker_app(
 
 
 def run_worker(definition: StageDefinition, settings: Settings | None = None) -> None:
+    """The one entry point of every stage's worker, in development and production
+    (`faceval worker <stage>`, `python -m services.<stage>`): preflight, models, Celery."""
     settings = settings or get_settings()
+    preflight(definition, settings)
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -138,3 +143,38 @@ def run_worker(definition: StageDefinition, settings: Settings | None = None) ->
             "--without-heartbeat",
         ]
     )
+
+
+# --- preflight: fail fast ------------------------------------------------------------------
+# Celery swallows exceptions raised while preloading models (the worker would report ready
+# and then fail every job), so a worker checks its registry entries before anything else:
+# offline and bundled models are materialised and verified, production files present in the
+# model directory must verify, absent ones are recorded as not run later.
+
+
+def check_models(stage: str, settings: Settings) -> list[str]:
+    """What is wrong with the stage's model files (empty when the worker may start)."""
+    problems = []
+    try:
+        registry = Registry.from_settings(settings)
+    except (OSError, ValueError) as exc:
+        return [f"cannot read the model manifest: {exc}"]
+    for entry in registry.manifest:
+        if entry.stage != stage or entry.file is None:
+            continue
+        try:
+            if entry.source.kind in ("package", "bundled"):
+                registry.require(entry.name, materialise_from_package=True)
+            else:
+                registry.optional(entry.name)
+        except ModelNotReady as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def preflight(definition: StageDefinition, settings: Settings) -> None:
+    problems = check_models(definition.name, settings)
+    if problems:
+        for problem in problems:
+            print(f"{definition.name} worker cannot start: {problem}", file=sys.stderr)
+        sys.exit(2)

@@ -1,9 +1,7 @@
-"""`python -m services.accessory`: check the model files, then run the worker."""
+"""`python -m services.accessory`: the accessory worker (model preflight included)."""
 
 from services.accessory.stage import STAGE
-from services.preflight import preflight
 from shared.worker import run_worker
 
 if __name__ == "__main__":
-    preflight(STAGE)
     run_worker(STAGE)

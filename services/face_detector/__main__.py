@@ -1,9 +1,7 @@
-"""`python -m services.face_detector`: check the model files, then run the worker."""
+"""`python -m services.face_detector`: the face_detector worker (model preflight included)."""
 
 from services.face_detector.stage import STAGE
-from services.preflight import preflight
 from shared.worker import run_worker
 
 if __name__ == "__main__":
-    preflight(STAGE)
     run_worker(STAGE)

@@ -1,9 +1,7 @@
-"""`python -m services.pad`: check the model files, then run the worker."""
+"""`python -m services.pad`: the pad worker (model preflight included)."""
 
 from services.pad.stage import STAGE
-from services.preflight import preflight
 from shared.worker import run_worker
 
 if __name__ == "__main__":
-    preflight(STAGE)
     run_worker(STAGE)

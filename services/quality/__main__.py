@@ -1,9 +1,7 @@
-"""`python -m services.quality`: check the model files, then run the worker."""
+"""`python -m services.quality`: the quality worker (model preflight included)."""
 
-from services.preflight import preflight
 from services.quality.stage import STAGE
 from shared.worker import run_worker
 
 if __name__ == "__main__":
-    preflight(STAGE)
     run_worker(STAGE)

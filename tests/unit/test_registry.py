@@ -196,7 +196,7 @@ def test_missing_manifest_in_an_outside_model_dir_falls_back_to_the_bundled_one(
 
 
 def test_worker_preflight_lists_what_stops_a_stage_from_starting(tmp_path: Path) -> None:
-    from services.preflight import check_models
+    from shared.worker import check_models
 
     settings = Settings(model_dir=tmp_path, model_manifest=BUNDLED_MANIFEST)
     assert check_models("pad", settings) == []  # production slots absent: not run, not fatal
