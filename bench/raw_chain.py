@@ -29,10 +29,12 @@ import redis
 from bench.harness import DONE_TIMEOUT_S, DoneListener
 from bench.pairs import BenchPair
 from shared.imaging import decode_rgb
+from shared.pipeline import STAGES
 from shared.queues import pika_url
 from shared.settings import get_settings
 
-HOPS = 4
+#: One hop per pipeline stage, so the raw chain does the same number of hand-offs.
+HOPS = len(STAGES)
 
 
 def hop_queue(prefix: str, hop: int) -> str:
