@@ -43,7 +43,7 @@ def main() -> int:
         if state not in allowed:
             failures.append(f"model {entry.name} ({entry.source.kind}) is {state}")
 
-    from services.preflight import check_models
+    from shared.worker import check_models
 
     for stage in STAGES:
         found = check_models(stage, settings)

@@ -9,13 +9,16 @@ dependency in pyproject.toml (tests/deploy/test_image_lock.py fails until you do
     .venv/bin/python scripts/lock_image.py
 
 Hashes are those of the files pip picks for this machine (CPython 3.11, linux x86_64,
-glibc 2.36 as in Debian bookworm): the image is built for linux/amd64.
+glibc 2.36 as in Debian bookworm): the image is built for linux/amd64. The image's Python
+may be an older 3.11 than this machine's (Debian's is 3.11.2), so a requirement that only
+applies below some 3.11.x (redis needs async-timeout before 3.11.3) is locked as well.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -39,19 +42,47 @@ EXCLUDED: dict[str, str] = {
 }
 
 
-def _resolve(target: str, constraints: Path | None = None) -> list[dict[str, Any]]:
-    """pip's resolution of `target` from the public index alone (no local wheel folders)."""
+#: The oldest Python the image may run: markers are also evaluated for it.
+OLDEST_PYTHON = {"python_version": "3.11", "python_full_version": "3.11.0", "extra": ""}
+
+
+def _resolve(targets: list[str], constraints: Path | None = None) -> list[dict[str, Any]]:
+    """pip's resolution of `targets` from the public index alone (no local wheel folders)."""
     env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": ""}
     env.pop("PIP_EXTRA_INDEX_URL", None)
     command = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed",
-               "--quiet", "--report", "-", "--index-url", INDEX, target]  # fmt: skip
+               "--quiet", "--report", "-", "--index-url", INDEX, *targets]  # fmt: skip
     if constraints is not None:
         command += ["--constraint", str(constraints)]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        sys.exit(f"pip could not resolve {target}:\n{done.stderr}")
+        sys.exit(f"pip could not resolve {targets}:\n{done.stderr}")
     report: dict[str, Any] = json.loads(done.stdout)
     return list(report["install"])
+
+
+def _for_older_python(resolution: list[dict[str, Any]]) -> list[str]:
+    """Requirements the resolution skipped that an older Python 3.11 needs."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    resolved = {canonicalize_name(i["metadata"]["name"]) for i in resolution}
+    missing: list[str] = []
+    for item in resolution:
+        for text in item["metadata"].get("requires_dist", []):
+            req = Requirement(text)
+            name = canonicalize_name(req.name)
+            if name in resolved or name in EXCLUDED or req.marker is None:
+                continue
+            if "python_full_version" in str(req.marker) and req.marker.evaluate(OLDEST_PYTHON):
+                missing.append(re.sub(r";.*", "", text).strip())
+    return missing
+
+
+def _resolve_for_image(targets: list[str], constraints: Path | None = None) -> list[dict[str, Any]]:
+    resolution = _resolve(targets, constraints)
+    extra = _for_older_python(resolution)
+    return _resolve(targets + extra, constraints) if extra else resolution
 
 
 def _pins(resolution: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
@@ -79,12 +110,12 @@ def _write(path: Path, title: str, pins: dict[str, tuple[str, str]]) -> None:
 
 def main() -> None:
     OUT.mkdir(exist_ok=True)
-    runtime = _pins(_resolve("."))
+    runtime = _pins(_resolve_for_image(["."]))
     _write(OUT / "image.txt", "The gateway and workers image (Dockerfile target runtime).", runtime)
     with tempfile.TemporaryDirectory() as tmp:
         constraints = Path(tmp) / "runtime.txt"
         constraints.write_text("".join(f"{n}=={v}\n" for n, (v, _) in runtime.items()))
-        etl = _pins(_resolve(".[etl]", constraints))
+        etl = _pins(_resolve_for_image([".[etl]"], constraints))
     extra = {name: pin for name, pin in etl.items() if name not in runtime}
     _write(OUT / "image-etl.txt", "What the ETL image (target etl) adds to image.txt.", extra)
     print(f"requirements/image.txt: {len(runtime)} pins; image-etl.txt: {len(extra)} more")

@@ -15,6 +15,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 from cloudcoil.models.keda import v1alpha1 as keda
+from cloudcoil.models.prometheus_operator import v1 as monitoring
 
 from shared.pipeline import STAGES, queue_name
 from shared.settings import Settings
@@ -35,11 +36,17 @@ KEDA_KINDS = {
     "ScaledObject": keda.ScaledObject,
     "TriggerAuthentication": keda.TriggerAuthentication,
 }
+#: Prometheus Operator kinds (prod), validated with models generated from its CRDs.
+MONITORING_KINDS = {
+    "PodMonitor": monitoring.PodMonitor,
+    "PrometheusRule": monitoring.PrometheusRule,
+}
+CRD_KINDS = {**KEDA_KINDS, **MONITORING_KINDS}
 WORKLOADS = {"Deployment", "StatefulSet", "CronJob"}
 #: Created outside the repository in production (prod/kustomization.yaml says how).
 EXTERNAL_SECRETS = {"prod": {"faceval-secrets"}, "dev": set()}
 SETTINGS_ENV = {f"FACEVAL_{name.upper()}" for name in Settings.model_fields}
-BACKEND_PORTS = {"rabbitmq": 5672, "redis": 6379, "mongodb": 27017}
+BACKEND_PORTS = {"rabbitmq": {5672, 5671}, "redis": {6379}, "mongodb": {27017}}
 
 
 @cache
@@ -104,7 +111,7 @@ def test_every_object_validates_against_the_kubernetes_schemas(overlay: str) -> 
     objects = render(overlay)
     checked = 0
     for obj in objects:
-        if obj["kind"] in KEDA_KINDS:
+        if obj["kind"] in CRD_KINDS:
             continue
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
         checked += 1
@@ -120,6 +127,97 @@ def test_keda_objects_validate_against_their_crd_models(overlay: str) -> None:
         # The models ignore unknown fields: a round trip that loses one reveals it.
         back = model.model_dump(by_alias=True, exclude_unset=True, mode="json")
         assert back == obj, f"{obj['kind']}/{obj['metadata']['name']} has unknown fields"
+
+
+def test_prometheus_operator_objects_validate_against_their_crd_models() -> None:
+    objects = of_kind(render("prod"), *MONITORING_KINDS)
+    assert sorted(o["kind"] for o in objects) == ["PodMonitor"] * 3 + ["PrometheusRule"]
+    for obj in objects:
+        model = MONITORING_KINDS[obj["kind"]].model_validate(obj)
+        back = model.model_dump(by_alias=True, exclude_unset=True, mode="json")
+        assert back == obj, f"{obj['kind']}/{obj['metadata']['name']} has unknown fields"
+
+
+def test_pod_monitors_name_their_jobs_as_the_rules_and_dashboards_do() -> None:
+    objects = render("prod")
+    pods = [t for _, t in faceval_pods(objects)]
+    expected = ["faceval-gateway", "faceval-workers", "rabbitmq", "rabbitmq-queues"]
+    jobs: list[str] = []
+    for monitor in of_kind(objects, "PodMonitor"):
+        selector = monitor["spec"]["selector"]
+        for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+            job = [r["replacement"] for r in endpoint["relabelings"] if r["targetLabel"] == "job"]
+            assert len(job) == 1, monitor["metadata"]["name"]
+            jobs += job
+            if selector["matchLabels"].get("faceval.io/backend") == "rabbitmq":
+                continue  # the operator's pods, outside this repository
+            chosen = [t for t in pods if matches(selector, t["metadata"]["labels"])]
+            assert chosen, monitor["metadata"]["name"]
+            for template in chosen:
+                ports = {p["name"] for p in template["spec"]["containers"][0]["ports"]}
+                assert endpoint["port"] in ports, monitor["metadata"]["name"]
+    assert sorted(jobs) == expected
+    compose = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    assert [j["job_name"] for j in compose["scrape_configs"]] == expected
+
+
+def test_the_prometheus_rule_is_the_rule_files_rendered() -> None:
+    from scripts.render_prometheusrule import TARGET
+    from scripts.render_prometheusrule import render as render_rule
+
+    assert TARGET.read_text() == render_rule(), "run scripts/render_prometheusrule.py"
+    rule = named(render("prod"), "PrometheusRule", "faceval")
+    groups = [g["name"] for g in rule["spec"]["groups"]]
+    assert len(groups) == len(set(groups)) > 0
+
+
+def test_keda_latency_triggers_fail_on_a_missing_metric_instead_of_reading_zero() -> None:
+    for obj in of_kind(render("prod"), "ScaledObject"):
+        for trigger in obj["spec"]["triggers"]:
+            if trigger["type"] != "prometheus":
+                continue
+            assert trigger["metadata"]["ignoreNullValues"] == "false"
+            query = trigger["metadata"]["query"]
+            assert "vector(" not in query, "vector(0) would turn a missing series into 0"
+            assert trigger["metadata"]["serverAddress"].startswith("http://prometheus-operated.")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_ingress_publishes_only_the_api_and_the_demo_in_development(overlay: str) -> None:
+    ingress = named(render(overlay), "Ingress", "faceval-gateway")
+    paths = {p["path"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]}
+    assert paths == ({"/v1/", "/demo"} if overlay == "dev" else {"/v1/"})
+    for path in paths:
+        for private in ("/metrics", "/docs", "/openapi.json", "/healthz", "/readyz"):
+            assert not private.startswith(path), f"{path} would publish {private}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pod_disruption_budgets_never_block_a_drain(overlay: str) -> None:
+    objects = render(overlay)
+    replicas = {d["metadata"]["name"]: d["spec"]["replicas"]
+                for d in of_kind(objects, "Deployment")}  # fmt: skip
+    minimum = {h["spec"]["scaleTargetRef"]["name"]: h["spec"]["minReplicas"]
+               for h in of_kind(objects, "HorizontalPodAutoscaler")}  # fmt: skip
+    for budget in of_kind(objects, "PodDisruptionBudget"):
+        name = budget["metadata"]["name"]
+        if "maxUnavailable" in budget["spec"]:
+            assert budget["spec"]["maxUnavailable"] >= 1, name
+            continue
+        floor = min(replicas.get(name, 1), minimum.get(name, replicas.get(name, 1)))
+        assert budget["spec"]["minAvailable"] < floor, f"{name}: minAvailable blocks drains"
+
+
+def test_generated_config_and_secrets_get_content_hashes_so_changes_roll_pods() -> None:
+    objects = render("dev")
+    for obj in of_kind(objects, "ConfigMap", "Secret"):
+        name = obj["metadata"]["name"]
+        if name.startswith("faceval-"):
+            assert re.search(r"-[a-z0-9]{10}$", name), f"{name} has no content hash"
+    secrets = {s["metadata"]["name"] for s in of_kind(objects, "Secret")}
+    assert any(n.startswith("faceval-secrets-") for n in secrets)
+    auth = named(objects, "TriggerAuthentication", "faceval-rabbitmq")
+    assert {r["name"] for r in auth["spec"]["secretTargetRef"]} <= secrets
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -170,7 +268,7 @@ def test_config_maps_and_secrets_referenced_exist(overlay: str) -> None:
                 assert volume["persistentVolumeClaim"]["claimName"] in claims
     for auth in of_kind(objects, "TriggerAuthentication"):
         referenced |= {ref["name"] for ref in auth["spec"]["secretTargetRef"]}
-    assert "faceval-secrets" in referenced
+    assert any(name.startswith("faceval-secrets") for name in referenced)
     assert referenced <= secrets
 
 
@@ -251,7 +349,7 @@ def test_scale_targets_exist(overlay: str) -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_faceval_containers_are_locked_down_and_sized(overlay: str) -> None:
     pods = list(faceval_pods(render(overlay)))
-    assert len(pods) == len(STAGES) + 2  # workers, gateway, ETL
+    assert len(pods) == len(STAGES) + 3  # workers, gateway, ETL, Qdrant
     for workload, template in pods:
         spec = template["spec"]
         name = workload["metadata"]["name"]
@@ -283,8 +381,9 @@ def test_long_running_containers_have_probes_on_declared_ports(overlay: str) -> 
                     assert check["httpGet"]["port"] in ports
                 else:
                     command = check["exec"]["command"]
-                    assert command[:2] == ["python", "-c"]
-                    compile(command[2], f"{workload['metadata']['name']} {probe}", "exec")
+                    assert command[:3] == ["python", "-m", "shared.probes"], command
+                    assert command[3] in {"ready", "alive"}
+                    assert "5672" not in " ".join(command), "the port comes from the URL"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -307,7 +406,7 @@ def test_faceval_environment_names_are_real_settings(overlay: str) -> None:
     names = set(next(c for c in of_kind(objects, "ConfigMap") if c["metadata"]["name"]
                      .startswith("faceval-config"))["data"])  # fmt: skip
     for secret in of_kind(objects, "Secret"):
-        if secret["metadata"]["name"] == "faceval-secrets":
+        if secret["metadata"]["name"].startswith("faceval-secrets"):
             names |= set(secret["data"])
     for _, template in faceval_pods(objects):
         for container in template["spec"]["containers"]:
@@ -324,31 +423,84 @@ def test_network_policies_let_workers_reach_only_the_backends_and_dns() -> None:
     assert "egress" not in policies["faceval-default-deny"]
     workers = policies["faceval-workers"]
     reached = {
-        rule["to"][0]["podSelector"]["matchLabels"]["faceval.io/backend"]: rule["ports"][0]["port"]
+        rule["to"][0]["podSelector"]["matchLabels"]["faceval.io/backend"]:
+            {p["port"] for p in rule["ports"]}
         for rule in workers["egress"]
-    }
+    }  # fmt: skip
     assert reached == BACKEND_PORTS
     dns_ports = {p["port"] for p in policies["faceval-allow-dns"]["egress"][0]["ports"]}
     assert dns_ports == {53}
     # Each backend the policies name is a real pod of the dev overlay, on that port.
-    for backend, port in BACKEND_PORTS.items():
+    for backend, ports in BACKEND_PORTS.items():
         pods = [
             t for w in of_kind(objects, "StatefulSet")
             if (t := pod_template(w))["metadata"]["labels"].get("faceval.io/backend") == backend
         ]  # fmt: skip
         assert len(pods) == 1, backend
-        ports = {p["containerPort"] for p in pods[0]["spec"]["containers"][0]["ports"]}
-        assert port in ports
+        served = {p["containerPort"] for p in pods[0]["spec"]["containers"][0]["ports"]}
+        assert served & ports
+
+
+def test_the_etl_may_reach_exactly_mongodb_and_postgres() -> None:
+    objects = render("dev")
+    policy = named(objects, "NetworkPolicy", "faceval-etl")["spec"]
+    reached = {
+        rule["to"][0]["podSelector"]["matchLabels"]["faceval.io/backend"]:
+            {p["port"] for p in rule["ports"]}
+        for rule in policy["egress"]
+    }  # fmt: skip
+    assert reached == {"mongodb": {27017}, "postgres": {5432}}
+    assert "ingress" not in policy and "Ingress" in policy["policyTypes"]
+    cron = named(objects, "CronJob", "faceval-etl")
+    assert matches(policy["podSelector"], pod_template(cron)["metadata"]["labels"])
+    postgres = [t for w in of_kind(objects, "StatefulSet")
+                if (t := pod_template(w))["metadata"]["labels"].get("faceval.io/backend")
+                == "postgres"]  # fmt: skip
+    assert len(postgres) == 1
+    assert "FACEVAL_ETL_POSTGRES_URL" in named(objects, "Secret", dev_secret(objects))["data"]
+
+
+def test_only_the_gateway_and_identity_workers_reach_qdrant() -> None:
+    objects = render("prod")
+    policies = {p["metadata"]["name"]: p["spec"] for p in of_kind(objects, "NetworkPolicy")}
+    pods = {w["metadata"]["name"]: pod_template(w)["metadata"]["labels"]
+            for w in of_kind(objects, *WORKLOADS)}  # fmt: skip
+    clients = policies["faceval-vector-clients"]
+    chosen = {n for n, labels in pods.items() if matches(clients["podSelector"], labels)}
+    assert chosen == {"faceval-gateway", "faceval-identity"}
+    assert {p["port"] for p in clients["egress"][0]["ports"]} == {6333, 6334}
+    store = policies["faceval-qdrant"]
+    assert matches(store["podSelector"], pods["qdrant"])
+    sources = store["ingress"][0]["from"]
+    admitted = {n for n, labels in pods.items()
+                if any(matches(f["podSelector"], labels) for f in sources)}  # fmt: skip
+    assert admitted == {"faceval-gateway", "faceval-identity"}
+    service = named(objects, "Service", "qdrant")
+    assert {p["port"] for p in service["spec"]["ports"]} == {6333, 6334}
+    url = urlsplit(config_value(objects, "FACEVAL_QDRANT_URL"))
+    assert (url.hostname, url.port) == ("qdrant", 6333)
+    assert config_value(objects, "FACEVAL_VECTOR_ENGINE") == "qdrant"
+
+
+def dev_secret(objects: tuple[Obj, ...]) -> str:
+    names = [s["metadata"]["name"] for s in of_kind(objects, "Secret")
+             if s["metadata"]["name"].startswith("faceval-secrets")]  # fmt: skip
+    assert len(names) == 1
+    return names[0]
 
 
 def test_dev_urls_point_at_the_dev_backend_services() -> None:
     objects = render("dev")
-    secret = named(objects, "Secret", "faceval-secrets")
+    secret = named(objects, "Secret", dev_secret(objects))
     services = {s["metadata"]["name"]: s for s in of_kind(objects, "Service")}
     for key, backend in [("FACEVAL_BROKER_URL", "rabbitmq"), ("FACEVAL_REDIS_URL", "redis"),
-                         ("FACEVAL_MONGO_URL", "mongodb")]:  # fmt: skip
+                         ("FACEVAL_MONGO_URL", "mongodb"),
+                         ("FACEVAL_ETL_POSTGRES_URL", "postgres")]:  # fmt: skip
         url = urlsplit(base64.b64decode(secret["data"][key]).decode())
-        assert url.hostname == backend, key
+        # KEDA resolves the broker from its own namespace: only the FQDN works there.
+        fqdn = f"{backend}.faceval.svc.cluster.local"
+        assert url.hostname == (fqdn if key == "FACEVAL_BROKER_URL" else backend), key
+        assert url.password and "dev-only" in url.password, key
         assert url.port in {p["port"] for p in services[backend]["spec"]["ports"]}, key
 
 
