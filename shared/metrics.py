@@ -69,3 +69,8 @@ HTTP_REQUEST_SECONDS = Histogram(
     ["method", "route", "status_code"],
     buckets=LATENCY_BUCKETS,
 )
+CLIENT_INFO = Gauge(
+    "faceval_client_info",
+    "Always 1: maps an API client's id to its display name, for dashboards to join on.",
+    ["client", "name"],
+)
