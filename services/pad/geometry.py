@@ -104,8 +104,16 @@ def _values(record: Mapping[str, Any], key: str) -> Mapping[str, float] | None:
 
 
 def image_spoof_probability(record: Mapping[str, Any]) -> float | None:
-    """The highest spoof probability any PAD model gave this image (None if none ran)."""
-    probs = [v["prob"] for key in PAD_MODELS if (v := _values(record, key)) and "prob" in v]
+    """The highest spoof probability any PAD model gave this image (None if none ran).
+
+    A model that ran but says it could not judge the image (`assessed` 0, MiniFASNet on a
+    tight face crop) does not count.
+    """
+    probs = [
+        v["prob"]
+        for key in PAD_MODELS
+        if (v := _values(record, key)) and "prob" in v and v.get("assessed", 1.0) != 0.0
+    ]
     return max(probs) if probs else None
 
 

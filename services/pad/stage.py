@@ -12,13 +12,12 @@ Across the pair: near/far consistency and the fused spoof probability
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from services.pad.geometry import NearFarConsistency
 from shared.analysis import Model, ModelInfo, PairResult, UnavailableModel
 from shared.models_registry import Registry
-from shared.runtime import StageDefinition
+from shared.pipeline import ImageRecord, Policy, StageDefinition
 from shared.settings import Settings, get_settings
 
 #: Production PAD models whose scores the analysts' data names.
@@ -84,11 +83,11 @@ def build_models(settings: Settings) -> Sequence[Model]:
     ]
 
 
-def pair_check(near: Mapping[str, Any], far: Mapping[str, Any]) -> PairResult:
+def pair_check(near: ImageRecord, far: ImageRecord, policy: Policy) -> PairResult:
     # Settings are read per call (cached), not at import, so the environment decides.
     settings = get_settings()
     check = NearFarConsistency(settings.pad_fused_threshold, settings.pad_pair_reject)
-    return check(near, far)
+    return check({"scores": near.scores}, {"scores": far.scores})
 
 
 STAGE = StageDefinition(name="pad", build_models=build_models, pair_check=pair_check)
