@@ -109,12 +109,55 @@ def test_panel_ids_are_unique_and_grid_positions_valid(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
-def test_every_datasource_reference_resolves_to_the_provisioned_datasource(path: Path) -> None:
+def test_every_datasource_reference_is_the_datasource_variable(path: Path) -> None:
+    """No hard-coded uid: the dashboards import into any Grafana with a Prometheus source."""
     source = _provisioned_datasource()
-    refs = list(_datasource_refs(_load(path)))
+    dashboard = _load(path)
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == source["type"]
+    refs = list(_datasource_refs(dashboard))
     assert refs
     for ref in refs:
-        assert ref == {"type": source["type"], "uid": source["uid"]}
+        assert ref == {"type": source["type"], "uid": "${datasource}"}
+    assert source["uid"] not in path.read_text(), "a hard-coded datasource uid is left"
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_faceval_series_are_filtered_by_the_namespace_variable(path: Path) -> None:
+    dashboard = _load(path)
+    namespace = next(v for v in dashboard["templating"]["list"] if v["name"] == "namespace")
+    assert namespace["includeAll"] and namespace["allValue"] == ".*", "compose has no namespace"
+    for where, expr in _queries(dashboard):
+        for match in re.finditer(r"(?<![\w:])(faceval_\w+|process_\w+)(\{[^}]*\})?", expr):
+            selector = match.group(2) or ""
+            assert 'namespace=~"$namespace"' in selector, f"{where}: {match.group(0)}"
+
+
+def test_panels_that_are_empty_without_errors_show_zero() -> None:
+    overview = _load(GRAFANA_DIR / "dashboards" / "faceval-overview.json")
+    queues = _load(GRAFANA_DIR / "dashboards" / "faceval-queues.json")
+    panels = {p["title"]: p for d in (overview, queues) for p in _panels(d)}
+    assert "vector(0)" in panels["Errors by reason"]["targets"][0]["expr"]
+    assert "vector(0)" in panels["Dead letters"]["targets"][0]["expr"]
+    assert panels["Error rate"]["fieldConfig"]["defaults"]["noValue"]
+    rules = (GRAFANA_DIR.parent / "prometheus" / "rules" / "faceval-recording.yml").read_text()
+    assert 'status="error"}[10m])) or vector(0))' in rules
+
+
+def test_every_stage_has_a_consumer_panel_in_pipeline_order() -> None:
+    from shared.pipeline import STAGES
+
+    queues = _load(GRAFANA_DIR / "dashboards" / "faceval-queues.json")
+    stats = sorted((p for p in _panels(queues) if p["title"].endswith(": consumers")),
+                   key=lambda p: p["gridPos"]["x"])  # fmt: skip
+    assert [p["title"].split(":")[0] for p in stats] == list(STAGES)
+
+
+def test_client_panels_show_names_from_the_client_info_metric() -> None:
+    clients = _load(GRAFANA_DIR / "dashboards" / "faceval-clients.json")
+    joined = [e for _, e in _queries(clients) if "by (client" in e]
+    assert joined and all("group_left (name)" in e and "faceval_client_info" in e for e in joined)
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
