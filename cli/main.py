@@ -1,4 +1,4 @@
-"""The `faceval` command."""
+"""The `faceval` command: the stack, clients, submissions, workers, models and evaluation."""
 
 from __future__ import annotations
 
@@ -11,14 +11,17 @@ import signal
 import sys
 import threading
 import uuid
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from cli.commands.models import add_commands as register_model_commands
 from etl.cli import register as register_etl
-from shared.pipeline import STAGES
-from shared.settings import get_settings
-from shared.storage import DuplicateKeyError
+from shared.pipeline import STAGES, Policy
+from shared.settings import Settings, get_settings
+from shared.storage import DuplicateKeyError, Store
 from tools.stack import (
     StackError,
     create_client,
@@ -32,6 +35,13 @@ from tools.stack import (
 
 def cmd_client(args: argparse.Namespace) -> int:
     settings = get_settings()
+    if args.action == "list":
+        return _list_clients(settings)
+    if args.name is None:
+        print(f"faceval client {args.action}: a client NAME is needed", file=sys.stderr)
+        return 2
+    if args.action == "policy":
+        return _set_policy(settings, args)
     if args.action == "create":
         try:
             client_id, key = asyncio.run(create_client(settings, args.name, args.rate_limit))
@@ -57,11 +67,69 @@ def cmd_client(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list_clients(settings: Settings) -> int:
+    async def fetch() -> list[dict[str, Any]]:
+        store = Store(settings.mongo_url, settings.mongo_db)
+        try:
+            return await store.list_clients()
+        finally:
+            store.close()
+
+    rows = asyncio.run(fetch())
+    if not rows:
+        print("no clients yet: `faceval client create NAME`")
+    for row in rows:
+        state = "revoked" if row.get("revoked_at") else "active"
+        limit = row.get("rate_limit_per_minute") or f"{settings.rate_limit_per_minute} (default)"
+        policy = json.dumps(row["policy"]) if row.get("policy") else "default"
+        print(f"{row['name']:<24} {row['_id']}  {state:<8} rate/min {limit}  policy {policy}")
+    return 0
+
+
+def _set_policy(settings: Settings, args: argparse.Namespace) -> int:
+    policy: dict[str, Any] | None = None
+    if not args.clear:
+        policy = {}
+        if args.report_only is not None:
+            policy["report_only"] = _names(args.report_only)
+        if args.reject is not None:
+            policy["reject"] = _names(args.reject)
+        if args.identity_threshold is not None:
+            policy["thresholds"] = {"identity": args.identity_threshold}
+
+    async def save() -> bool:
+        store = Store(settings.mongo_url, settings.mongo_db)
+        try:
+            return await store.set_client_policy(args.name, policy)
+        finally:
+            store.close()
+
+    if not asyncio.run(save()):
+        print(f"no client named {args.name!r}", file=sys.stderr)
+        return 1
+    effective = Policy.build(settings, None, policy)
+    print(f"{args.name}: policy {json.dumps(policy) if policy else 'default'}; effective: "
+          f"report only {sorted(effective.report_only) or 'nothing'}, "
+          f"identity threshold {effective.thresholds['identity']}")  # fmt: skip
+    return 0
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
 # --- running the stack ---------------------------------------------------------------------
 
 
+def _quiet_logging() -> None:
+    """Libraries at WARNING (no pika/celery chatter on a clean start), FaceVal at INFO."""
+    logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("cli", "tools", "shared", "gateway"):
+        logging.getLogger(name).setLevel("INFO")
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(message)s")
+    _quiet_logging()
     try:
         stack = start_stack(args.port)
     except StackError as exc:
@@ -69,6 +137,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
     print(f"FaceVal is up: gateway {stack.url} (API docs {stack.url}/docs), "
           f"logs in {stack.log_dir}. Ctrl-C stops it.", flush=True)  # fmt: skip
+    ports = ", ".join(f"{stage} :{port}" for stage, port in stack.metrics_ports.items())
+    print(f"Prometheus metrics: gateway {stack.url}/metrics; workers {ports}", flush=True)
     print(_demo_page_hint(stack.url, args.demo_key), flush=True)
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -168,15 +238,46 @@ def cmd_submit(args: argparse.Namespace) -> int:
     url = args.url or f"http://{settings.host}:{settings.port}"
     if args.batch or args.near is None or args.far is None:
         return _submit_batch(args, url, key)
-    with FaceValClient(url, key) as api:
-        try:
+    for path in (args.near, args.far):
+        if not Path(path).is_file():
+            print(f"faceval submit: no such file: {path}", file=sys.stderr)
+            return 2
+    try:
+        with FaceValClient(url, key) as api:
             result = api.submit(Path(args.near), Path(args.far), user_id=args.user_id,
                                 process_guid=args.process_guid, wait=args.wait)  # fmt: skip
-        except ApiError as exc:
-            print(json.dumps(exc.body, indent=2))
-            return 1
-    print(json.dumps(result, indent=2))
+    except ApiError as exc:
+        print(json.dumps(exc.body, indent=2) if args.json else f"error: {_error_line(exc)}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    except httpx.TransportError as exc:
+        print(f"faceval submit: could not reach the gateway at {url} ({type(exc).__name__}). "
+              "Is it running (`faceval up`)? Point elsewhere with --url.",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif result.get("status") == "pending":
+        print(f"{result['transaction_id']}: still pending; read it later with "
+              f"GET {result.get('status_url')}")  # fmt: skip
+    else:
+        print(summary_line(result))
+        print(f"     {_stage_line(result)}")
     return 0
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    """One line per result, as `faceval demo` and `faceval submit` print it."""
+    return (f"{result['transaction_id']}: {result.get('summary_reason')} (decided by "
+            f"{result.get('decided_by') or 'all stages'}) code {result.get('summary_code')} "
+            f"total {result.get('total_time_ms') or 0:.1f} ms")  # fmt: skip
+
+
+def _error_line(exc: Exception) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        return f"{body.get('code')}: {body.get('message')}"
+    return str(exc)
 
 
 def _submit_batch(args: argparse.Namespace, url: str, key: str) -> int:
@@ -243,10 +344,12 @@ def cmd_deadletters(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="faceval", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"faceval {version('faceval')}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="start the whole stack and keep serving")
-    up.add_argument("--port", type=int, default=get_settings().port)
+    up.add_argument("--port", type=int, default=get_settings().port,
+                    help="the gateway's port (default: FACEVAL_PORT or 8000)")  # fmt: skip
     up.add_argument(
         "--demo-key", action="store_true", help="create a demo client; print a link with its key"
     )
@@ -256,12 +359,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print each full result")
     demo.set_defaults(func=cmd_demo)
 
-    client = sub.add_parser("client", help="manage API clients")
-    client.add_argument("action", choices=["create", "rotate", "revoke"])
-    client.add_argument("name")
+    client = sub.add_parser("client", help="manage API clients (keys, limits, policy)")
+    client.add_argument("action", choices=["create", "rotate", "revoke", "list", "policy"],
+                        help="create prints a new key once; rotate replaces it; revoke disables "
+                        "it; list shows every client; policy sets its decision policy")  # fmt: skip
+    client.add_argument("name", nargs="?", help="the client's name (not for list)")
     client.add_argument(
         "--rate-limit", type=int, help="validations a minute for this client (create only)"
     )
+    client.add_argument("--report-only", metavar="CODES",
+                        help="policy: comma-separated findings reported without rejecting "
+                        "(replaces the default, e.g. glasses)")  # fmt: skip
+    client.add_argument("--reject", metavar="CODES",
+                        help="policy: findings that reject even if reported by default "
+                        "(e.g. glasses)")  # fmt: skip
+    client.add_argument("--identity-threshold", type=float,
+                        help="policy: this client's same-person similarity threshold")  # fmt: skip
+    client.add_argument("--clear", action="store_true", help="policy: back to the defaults")
     client.set_defaults(func=cmd_client)
 
     submit = sub.add_parser("submit", help="submit a near/far pair to a running gateway")
@@ -276,29 +390,33 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--concurrency", type=int, default=4, help="--batch pairs in flight")
     submit.add_argument("--timeout", type=float, default=120.0,
                         help="--batch seconds to wait for each pair's result")  # fmt: skip
-    submit.add_argument("--user-id", default="cli-user")
-    submit.add_argument("--process-guid")
+    submit.add_argument("--user-id", default="cli-user",
+                        help="the end user's identifier (document number)")  # fmt: skip
+    submit.add_argument("--process-guid", help="the client's agreement process GUID")
     submit.add_argument("--key", help="API key (default: $FACEVAL_API_KEY)")
     submit.add_argument("--url", help="gateway URL (default: from settings)")
-    submit.add_argument("--wait", type=float, default=30.0)
+    submit.add_argument("--wait", type=float, default=30.0,
+                        help="seconds to wait for the result (default 30)")  # fmt: skip
+    submit.add_argument("--json", action="store_true",
+                        help="print the whole result (default: a one-line summary)")  # fmt: skip
     submit.set_defaults(func=cmd_submit)
 
     worker = sub.add_parser("worker", help="run one stage's worker")
-    worker.add_argument("stage", choices=STAGES)
+    worker.add_argument("stage", choices=STAGES, help="the stage whose queue it consumes")
     worker.set_defaults(func=cmd_worker)
 
     gateway = sub.add_parser("gateway", help="run the gateway")
-    gateway.add_argument("--port", type=int)
+    gateway.add_argument("--port", type=int, help="port (default: FACEVAL_PORT or 8000)")
     gateway.set_defaults(func=cmd_gateway)
 
     dead = sub.add_parser("deadletters", help="list or requeue jobs that failed every attempt")
     dead.add_argument("action", choices=["list", "requeue"])
-    dead.add_argument("transaction_ids", nargs="*")
+    dead.add_argument("transaction_ids", nargs="*", help="requeue only these transactions")
     dead.add_argument("--all", action="store_true", help="requeue every dead letter")
     dead.set_defaults(func=cmd_deadletters)
 
     samples = sub.add_parser("samples", help="write the bundled sample pairs as JPEG files")
-    samples.add_argument("directory")
+    samples.add_argument("directory", help="where to write <name>_near.jpg/<name>_far.jpg")
     samples.set_defaults(func=cmd_samples)
 
     register_etl(sub)

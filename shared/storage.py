@@ -255,6 +255,16 @@ class Store:
         )
         return outcome.modified_count == 1
 
+    async def list_clients(self) -> list[Doc]:
+        """Every client, without its key hash."""
+        cursor = self.clients.find({}, {"key_hash": 0}).sort("name", 1)
+        return [doc async for doc in cursor]
+
+    async def set_client_policy(self, name: str, policy: Mapping[str, Any] | None) -> bool:
+        """The client's own decision policy (see shared.pipeline.Policy.build); None clears."""
+        outcome = await self.clients.update_one({"name": name}, {"$set": {"policy": policy}})
+        return outcome.matched_count == 1
+
 
 def expiry(created_at: datetime, retention_days: int) -> datetime | None:
     return created_at + timedelta(days=retention_days) if retention_days > 0 else None
