@@ -126,6 +126,9 @@ def _quiet_logging() -> None:
     logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("cli", "tools", "shared", "gateway"):
         logging.getLogger(name).setLevel("INFO")
+    # pika logs a queue that does not exist yet (a probe before the workers declared it)
+    # as a WARNING; that is expected while the stack starts.
+    logging.getLogger("pika").setLevel("ERROR")
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -187,7 +190,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from client.client import FaceValClient
     from tools.samples import write_samples
 
-    logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(message)s")
+    _quiet_logging()
+    logging.getLogger("tools").setLevel("WARNING")
     settings = get_settings()
     port = settings.port if not port_open("127.0.0.1", settings.port) else free_port()
     print(f"Starting FaceVal (gateway on 127.0.0.1:{port}, logs in {settings.state_dir}/logs)...",
