@@ -3,6 +3,11 @@
 Every gateway runs the loop, but only the holder of a short Redis lease sweeps; the lease is
 renewed by its holder each round and expires on its own when that gateway dies, so another
 replica takes over within `3 x sweep_interval_seconds`.
+
+Each round it also repairs submissions whose gateway died (or lost the broker) between
+inserting the transaction and the broker confirming its first jobs: a pending transaction
+with no `queued_at` and no stage result after `republish_grace_seconds` gets its first
+stage's jobs again. A duplicate is harmless: stage results are conditional writes.
 """
 
 from __future__ import annotations
@@ -10,13 +15,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from datetime import timedelta
 
 import redis.asyncio as aioredis
+from celery import Celery
 
+from gateway.submit import publish_first_stage
 from shared import transactions
 from shared.blobstore import AsyncBlobStore
+from shared.messaging import make_celery
 from shared.settings import Settings
-from shared.storage import Store
+from shared.storage import Store, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +61,28 @@ class SweeperLease:
         await self.redis.eval(_RELEASE, 1, self.key, self.holder)
 
 
+async def republish_unqueued(store: Store, celery: Celery, grace_seconds: float) -> int:
+    """Publish the first jobs of transactions that never got them; how many were repaired."""
+    repaired = 0
+    for doc in await store.unqueued_pending(utcnow() - timedelta(seconds=grace_seconds)):
+        tid = str(doc["_id"])
+        await asyncio.to_thread(publish_first_stage, celery, tid, doc.get("policy"))
+        await store.mark_queued(tid)
+        log.warning("transaction %s had no confirmed jobs: first stage re-published", tid)
+        repaired += 1
+    return repaired
+
+
 async def sweep_forever(store: Store, blobs: AsyncBlobStore, settings: Settings) -> None:
     lease = SweeperLease(blobs.redis, 3 * settings.sweep_interval_seconds)
+    celery = make_celery(settings)
     try:
         while True:
             await asyncio.sleep(settings.sweep_interval_seconds)
             try:
                 if not await lease.acquire():
                     continue
+                await republish_unqueued(store, celery, settings.republish_grace_seconds)
                 swept = await transactions.sweep_stale(store, blobs)
                 if swept:
                     log.warning("swept %d stale transactions to timeout", swept)

@@ -48,6 +48,8 @@ class Store:
         self._db: AsyncIOMotorDatabase[Doc] = self._client[database]
         self.transactions = self._db["transactions"]
         self.clients = self._db["clients"]
+        #: Idempotency-Key -> the transaction it created, per client, for a retention window.
+        self.idempotency = self._db["idempotency_keys"]
 
     def close(self) -> None:
         self._client.close()
@@ -71,6 +73,10 @@ class Store:
                 [("expires_at", ASCENDING)], expireAfterSeconds=0, name="retention_ttl"
             )
         await self.clients.create_index([("key_hash", ASCENDING)], unique=True)
+        # The key is the _id (unique by construction); expired keys are deleted by TTL.
+        await self.idempotency.create_index(
+            [("expires_at", ASCENDING)], expireAfterSeconds=0, name="idempotency_ttl"
+        )
         await self.clients.create_index([("name", ASCENDING)], unique=True)
 
     # --- transactions ---------------------------------------------------------------------
@@ -125,6 +131,57 @@ class Store:
             {"$set": {path: dict(decision)}},
         )
         return outcome.modified_count == 1
+
+    async def mark_queued(self, transaction_id: str) -> None:
+        """The first stage's jobs were confirmed by the broker (publish-or-repair)."""
+        await self.transactions.update_one(
+            {"_id": transaction_id}, {"$set": {"queued_at": utcnow()}}
+        )
+
+    async def unqueued_pending(self, created_before: datetime, limit: int = 100) -> list[Doc]:
+        """Pending transactions never confirmed queued and with no stage result yet: their
+        gateway died (or lost the broker) between inserting them and publishing their jobs."""
+        cursor = self.transactions.find(
+            {
+                "status": PENDING,
+                "queued_at": {"$exists": False},
+                "stages": {},
+                "created_at": {"$lt": created_before},
+            },
+            {"_id": 1, "policy": 1},
+        ).limit(limit)
+        return [doc async for doc in cursor]
+
+    async def claim_idempotency_key(
+        self, client_id: str, key: str, transaction_id: str, fingerprint: str, expires_at: datetime
+    ) -> Doc | None:
+        """Reserve a client's key for a new transaction: None if reserved now, else the
+        live reservation that holds it (an expired one not yet removed is taken over)."""
+        key_id = f"{client_id}:{key}"
+        entry = {
+            "transaction_id": transaction_id,
+            "fingerprint": fingerprint,
+            "client_id": client_id,
+            "created_at": utcnow(),
+            "expires_at": expires_at,
+        }
+        try:
+            await self.idempotency.insert_one({"_id": key_id, **entry})
+            return None
+        except DuplicateKeyError:
+            pass
+        taken = await self.idempotency.update_one(
+            {"_id": key_id, "expires_at": {"$lt": utcnow()}}, {"$set": entry}
+        )
+        if taken.modified_count == 1:
+            return None
+        return await self.idempotency.find_one({"_id": key_id})
+
+    async def release_idempotency_key(self, client_id: str, key: str, transaction_id: str) -> None:
+        """Free a key whose request created nothing (it failed), so a retry can use it."""
+        await self.idempotency.delete_one(
+            {"_id": f"{client_id}:{key}", "transaction_id": transaction_id}
+        )
 
     async def mark_advanced(self, transaction_id: str, stage: str) -> None:
         await self.transactions.update_one(

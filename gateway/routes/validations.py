@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile
 
-from gateway import submit
+from gateway import identity_checks, submit
 from gateway.deps import ClientDep, DepsDep, WaitQuery, error_responses
 from gateway.errors import ApiError
 from shared.schema import Accepted, ValidationList, ValidationResult, ValidationSummary
@@ -21,7 +21,7 @@ router = APIRouter(tags=["validations"])
     responses={
         200: {"model": ValidationResult, "description": "Finished within `wait`."},
         202: {"model": Accepted, "description": "Accepted; poll the status URL."},
-        **error_responses(400, 401, 413, 415, 422, 429, 503),
+        **error_responses(400, 401, 408, 413, 415, 422, 429, 503),
     },
     summary="Submit a near and a far selfie for validation",
 )
@@ -40,16 +40,44 @@ async def submit_validation(
         Form(description="The client's agreement process GUID (procesoConvenioGuid)."),
     ] = None,
     client_reference: Annotated[str | None, Form(max_length=128)] = None,
+    subject_id: Annotated[
+        str | None,
+        Form(
+            max_length=64,
+            description="1:1: also say whether the face is this enrolled subject's "
+            "(`identity_checks.subject` in the result).",
+        ),
+    ] = None,
+    check_duplicates: Annotated[
+        bool,
+        Form(
+            description="1:N: also search this client's subjects for the face under another "
+            "external id than user_id (`identity_checks.duplicates`)."
+        ),
+    ] = False,
     wait: WaitQuery = 0.0,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias=submit.IDEMPOTENCY_HEADER,
+            description="Makes retries safe: a retry with the same key (same client, same "
+            "request, within the retention window) answers with the transaction the first "
+            "request created instead of validating again.",
+        ),
+    ] = None,
 ) -> Response:
     form = await request.form()
     repeated = sorted({k for k in form if len(form.getlist(k)) > 1} & submit.FORM_FIELDS)
     if repeated:
         raise ApiError("invalid_field", f"Form field(s) sent more than once: {repeated}.")
     await submit.admit(d, who)
-    fields = submit.Submission(user_id, submit.normalised_guid(process_guid), client_reference)
+    asked = await identity_checks.requested(d, who, user_id, subject_id, check_duplicates)
+    fields = submit.Submission(
+        user_id, submit.normalised_guid(process_guid), client_reference, extra=asked
+    )
+    key = submit.idempotency_key(idempotency_key)
     images = await submit.read_images(d, {"near": near, "far": far})
-    tid = await submit.create_validation(d, who, fields, images)
+    tid, _ = await submit.submit_once(d, who, fields, images, key)
     status_url = str(request.url_for("get_validation", transaction_id=tid))
     wait = min(wait, d.settings.max_wait_seconds)
     return await submit.respond(d, tid, who, wait, status_url, created=True)

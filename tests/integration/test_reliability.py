@@ -64,6 +64,7 @@ def test_a_poison_job_is_dead_lettered_and_can_be_listed_and_requeued(
         user_name="u", documento="d", process_guid=None, client_reference=None,
         service="test", api_hash="test", images={}, expires_at=None, deadline_seconds=120,
     )  # fmt: skip
+    doc["queued_at"] = doc["created_at"]  # its jobs are published below, not by a gateway
     with_store(stack, lambda store: store.create_transaction(doc))
     cache = redis.Redis.from_url(stack.settings.redis_url)
     for side, data in zip(("near", "far"), astronaut_jpegs, strict=True):
