@@ -138,7 +138,7 @@ class Settings(BaseSettings):
     pad_model_threshold: float = 0.5
     #: MiniFASNet (both crops fused): spoof probability at or above which the image is
     #: rejected. Set for BPCER <= 1 % on genuine photos (docs/models.md, MiniFASNet).
-    pad_minifasnet_threshold: float = 0.5
+    pad_minifasnet_threshold: float = 0.995
     #: Below this many face boxes fitting in the image (a tight face crop) MiniFASNet
     #: has no surround to judge: the image is recorded as not assessed, never rejected.
     pad_minifasnet_min_context: float = 1.5

@@ -2,7 +2,9 @@
 
 Each image goes through the face_detector stage's models (the face the pipeline would
 analyse) and then the pad stage's models; the chosen model's spoof probability is the
-score. Images with no usable face are failures to acquire: counted per class, not scored.
+score. Images with no usable face, and images the model itself reports it could not
+assess (`assessed` 0: MiniFASNet on a tight face crop), are failures to acquire: counted
+per class, not scored.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ SIMULATION_BANNER = (
 @dataclass(frozen=True)
 class Scored:
     sample: PadSample
-    #: None when no face was found (a failure to acquire).
+    #: None when no face was found or the model could not assess it (a failure to acquire).
     score: float | None
 
 
@@ -57,6 +59,8 @@ def build_scorer(settings: Settings, model: str) -> Callable[[PadSample], float 
         entry = record.scores[model]
         if entry["status"] != "ok":
             raise RuntimeError(f"{model} did not run: {entry.get('error') or record.reasons}")
+        if entry["values"].get("assessed", 1.0) == 0.0:
+            return None
         return float(entry["values"]["prob"])
 
     return score
@@ -94,7 +98,7 @@ def render(metrics: PadMetrics, dataset: PadDataset, model: str) -> str:
     ]
     if metrics.failures_to_acquire:
         lines.append(
-            "failures to acquire (no face; not scored): "
+            "failures to acquire (no face, or not assessable by the model; not scored): "
             + ", ".join(f"{k} {v}" for k, v in sorted(metrics.failures_to_acquire.items()))
         )
     point = metrics.at_threshold
