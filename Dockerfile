@@ -55,8 +55,20 @@ COPY tools ./tools
 COPY scripts/check_image_deps.py /usr/local/lib/faceval/check_image_deps.py
 # No extras: the dev tools and the embedded (GPL) MongoDB-wire server never ship.
 RUN pip install --no-deps . && python /usr/local/lib/faceval/check_image_deps.py
+# The manifest, the project's own small weights (models/bundled, the only other files
+# .dockerignore lets through) and the upstream files `convert` entries are made from
+# (model-sources/: scripts/build-image.sh stages them; they stay in this build stage, only
+# the converted files reach the runtime image).
+COPY models /src/models
+COPY model-sources /tmp/model-sources
 COPY models/manifest.toml /opt/faceval/models/manifest.toml
-ENV FACEVAL_MODEL_DIR=/opt/faceval/models
+ENV FACEVAL_MODEL_DIR=/opt/faceval/models \
+    FACEVAL_MODEL_SOURCE_DIR=/tmp/model-sources
+# The registry finds bundled files beside the code's own manifest: in an installed package
+# that is site-packages/models.
+RUN if [ -d /src/models/bundled ]; then \
+      cp -r /src/models/bundled "$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/models/"; \
+    fi
 ARG FACEVAL_MODELS_PULL_ARGS=""
 RUN faceval models pull ${FACEVAL_MODELS_PULL_ARGS} && faceval models list
 

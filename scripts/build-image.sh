@@ -99,7 +99,27 @@ if [ -z "$base" ]; then
   fi
 fi
 
-# --- 4. build -------------------------------------------------------------------------------
+# --- 4. upstream files of `convert` models, into the build context (never committed) -------
+sources=${FACEVAL_MODEL_SOURCE_DIR:-"$PWD/../shared/models"}
+staged=$(python3 - "$sources" <<'PY'
+import shutil, sys, tomllib
+from pathlib import Path
+
+sources, target = Path(sys.argv[1]), Path("model-sources")
+manifest = tomllib.loads(Path("models/manifest.toml").read_text())
+count = 0
+for entry in manifest.get("model", []):
+    origin = entry.get("source", {}).get("origin")
+    if entry.get("source", {}).get("kind") == "convert" and origin and (sources / origin).is_file():
+        (target / origin).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sources / origin, target / origin)
+        count += 1
+print(count)
+PY
+)
+echo "staged $staged upstream model file(s) from $sources into model-sources/"
+
+# --- 5. build -------------------------------------------------------------------------------
 echo "building $IMAGE (target $TARGET) on $base"
 start=$(date +%s)
 buildah bud --layers --format docker --build-arg "PYTHON_IMAGE=$base" \
@@ -107,7 +127,7 @@ buildah bud --layers --format docker --build-arg "PYTHON_IMAGE=$base" \
   || fail "buildah bud failed (output above)"
 echo "built $IMAGE in $(($(date +%s) - start)) s"
 
-# --- 5. run the entry points ----------------------------------------------------------------
+# --- 6. run the entry points ----------------------------------------------------------------
 ctr=$(buildah from "$IMAGE")
 trap 'buildah rm "$ctr" >/dev/null 2>&1 || true' EXIT
 run() { buildah run --user 10001:10001 --volume "$PWD/scripts:/opt/faceval-checks:ro" "$ctr" -- "$@"; }
