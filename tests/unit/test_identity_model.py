@@ -61,7 +61,7 @@ def test_stage_builds_the_embedder_from_the_packaged_file_with_manifest_version(
     assert isinstance(embedder, Model)
     assert embedder.key == "dlib_resnet_v1"
     assert embedder.info.version == "dlib_face_recognition_resnet_model_v1"
-    assert embedder.flip_average is True
+    assert embedder.flip_average is False
 
 
 def test_template_is_a_unit_128_vector_stamped_with_model_and_version(
@@ -73,7 +73,7 @@ def test_template_is_a_unit_128_vector_stamped_with_model_and_version(
     assert result.embedding.vector.shape == (128,)
     assert np.linalg.norm(result.embedding.vector) == pytest.approx(1.0, abs=1e-5)
     assert result.embedding.model == "dlib_resnet_v1"
-    assert result.embedding.version == "dlib_face_recognition_resnet_model_v1+template5+flip"
+    assert result.embedding.version == "dlib_face_recognition_resnet_model_v1+template5"
 
 
 def test_refuses_an_image_without_a_five_point_face(
