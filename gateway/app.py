@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 
 from gateway.bodyguard import BodyGuard
 from gateway.deps import Deps
+from gateway.docs import install_offline_docs
 from gateway.errors import add_error_handlers
 from gateway.limits import QueueDepthWatch
 from gateway.sweeper import sweep_forever
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(validations.router)
     app.include_router(ops.router)
     app.include_router(demo_router)
+    install_offline_docs(app)  # /docs from local assets; the API key as a security scheme
 
     @app.middleware("http")
     async def limits_and_metrics(
