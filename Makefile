@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install services browser tools demo up test unit integration lint format bench clean audit fuzz image
+.PHONY: install services browser tools demo up test unit integration lint format bench clean audit fuzz chaos image
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -76,3 +76,9 @@ fuzz: install
 ## bench/results/latest.json (see docs/benchmarks.md).
 bench: install services
 	$(BIN)/python -m bench.run_all
+
+## The fault suite: a stack on servers of its own (private RabbitMQ node, Redis, MongoDB-wire
+## server; loopback only), validations under broker/Redis/MongoDB/worker/gateway faults and
+## hostile clients, then every transaction checked (about 10 minutes on 2 cores).
+chaos: install services
+	$(BIN)/python -m tools.chaos

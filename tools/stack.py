@@ -81,6 +81,129 @@ def queue_consumers(broker_url: str, prefix: str = "faceval") -> dict[str, int]:
     return {s: q.consumers for s, q in stage_queue_stats(broker_url, prefix).items()}
 
 
+def _rabbitmq_program(name: str) -> str | None:
+    # The Debian wrappers on PATH switch to the rabbitmq user (whose HOME holds another
+    # cookie); the scripts under /usr/lib/rabbitmq/bin run as the caller.
+    direct = Path("/usr/lib/rabbitmq/bin") / name
+    return str(direct) if direct.exists() else shutil.which(name)
+
+
+@dataclass
+class RabbitNode:
+    """A private RabbitMQ node: its own name, ports, data directory and cookie.
+
+    For fault tests: killing or restarting it never touches the machine's shared broker
+    (a bare `rabbitmqctl stop_app` targets the default node whatever the broker URL says).
+    Its data directory survives a restart, so durable queues and persistent messages do.
+    """
+
+    base: Path
+    port: int = field(default_factory=free_port)
+    dist_port: int = field(default_factory=free_port)
+
+    @property
+    def name(self) -> str:
+        return f"faceval-test-{self.port}@localhost"
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}//"
+
+    @staticmethod
+    def available() -> bool:
+        return _rabbitmq_program("rabbitmq-server") is not None
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            # The Erlang cookie is read from $HOME by the server and the CLI alike.
+            "HOME": str(self.base),
+            "RABBITMQ_NODENAME": self.name,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.base / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.base / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.base / "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": str(self.base / "rabbitmq"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.base / "advanced.config"),
+            "RABBITMQ_CONF_ENV_FILE": str(self.base / "rabbitmq-env.conf"),
+            "RABBITMQ_PID_FILE": str(self.base / "rabbitmq.pid"),
+        }
+
+    def _run(self, argv: list[str], log_name: str, seconds: int) -> int:
+        # Its CLI can keep a pipe open through an Erlang child: write to a file, bound it.
+        with open(self.base / log_name, "ab") as out:
+            done = subprocess.run(["timeout", "-s", "KILL", str(seconds), *argv], env=self.env(),
+                                  stdout=out, stderr=out, check=False)  # fmt: skip
+        return done.returncode
+
+    def start(self, seconds: float = 120.0) -> None:
+        program = _rabbitmq_program("rabbitmq-server")
+        if program is None:
+            raise StackError("rabbitmq-server is not installed: apt-get install -y rabbitmq-server")
+        self.base.mkdir(parents=True, exist_ok=True)
+        cookie = self.base / ".erlang.cookie"
+        if not cookie.exists():
+            cookie.write_text(f"faceval-test-{self.port}-{os.getpid()}")
+            cookie.chmod(0o400)
+        (self.base / "enabled_plugins").write_text("[].\n")
+        self._run([program, "-detached"], "start.log", 60)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if port_open("127.0.0.1", self.port) and self._accepts_amqp():
+                return
+            time.sleep(0.3)
+        raise StackError(f"RabbitMQ node {self.name} did not start; see {self.base / 'log'}")
+
+    def _accepts_amqp(self) -> bool:
+        import pika  # only the fault tests need it
+
+        from shared.queues import pika_url
+
+        try:
+            params = pika.URLParameters(pika_url(self.url) + "?socket_timeout=2")
+            pika.BlockingConnection(params).close()
+            return True
+        except Exception:
+            return False
+
+    def pid(self) -> int | None:
+        with contextlib.suppress(OSError, ValueError):
+            return int((self.base / "rabbitmq.pid").read_text().strip())
+        return None
+
+    def kill(self) -> None:
+        """SIGKILL the node (a crash: nothing flushed, nothing said to clients)."""
+        pid = self.pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and _alive(pid):
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Stop this node only (by name), killing it if it does not go."""
+        ctl = _rabbitmq_program("rabbitmqctl")
+        if ctl is not None and self.pid() is not None and _alive(self.pid() or 0):
+            self._run([ctl, "-n", self.name, "stop"], "stop.log", 60)
+        self.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (a child not yet reaped) is dead for our purposes.
+    with contextlib.suppress(OSError):
+        return " Z " not in Path(f"/proc/{pid}/stat").read_text().split(")", 1)[1][:4]
+    return True
+
+
 @dataclass
 class Stack:
     settings: Settings
@@ -91,6 +214,8 @@ class Stack:
     metrics_ports: dict[str, int] = field(default_factory=dict)
     #: Tests set False: several stacks on one machine must never race for the same port.
     default_metrics_ports: bool = True
+    #: The stack's own RabbitMQ node, when it has one (`isolated_stack`).
+    rabbit: RabbitNode | None = None
 
     @property
     def url(self) -> str:
@@ -222,10 +347,22 @@ class Stack:
             proc.kill()
             proc.wait(5)
 
+    def start_redis(self) -> None:
+        """A private Redis as a child process (no persistence), for fault tests: killing and
+        restarting it never touches a shared one."""
+        host, port = _host_port(self.settings.redis_url, 6379)
+        program = shutil.which("redis-server")
+        if program is None:
+            raise StackError("redis-server is not installed: apt-get install -y redis-server")
+        self._spawn("redis", [program, "--bind", host, "--port", str(port), "--save", "",
+                              "--appendonly", "no", "--dir", str(self.state_dir)])  # fmt: skip
+        if not wait_for_port(host, port, 30):
+            raise StackError("the private Redis did not start; see redis.log")
+
     def stop(self, timeout: float = 20) -> None:
         # The gateway and workers first, together (each finishes its job in parallel), then
-        # the database they write to.
-        services = [n for n in self.processes if n != "mongo"]
+        # the stores they write to.
+        services = [n for n in self.processes if n not in _INFRASTRUCTURE]
         for name in services:
             proc = self.processes[name]
             if proc.poll() is None:
@@ -233,7 +370,57 @@ class Stack:
         deadline = time.monotonic() + timeout
         for name in services:
             self.stop_process(name, timeout=max(0.1, deadline - time.monotonic()))
-        self.stop_process("mongo")
+        for name in _INFRASTRUCTURE:
+            self.stop_process(name)
+
+
+_INFRASTRUCTURE = ("mongo", "redis")
+
+
+def isolated_stack(state_dir: Path, extra_env: dict[str, str] | None = None) -> Stack:
+    """A stack on servers of its own: a private RabbitMQ node, Redis and MongoDB-wire server
+    on free ports, so faults can be injected into any of them (`Stack.rabbit`). Started and
+    ready; stop it with `stop_isolated`."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    node = RabbitNode(state_dir / "rabbitmq")
+    node.start()
+    port = free_port()
+    env = {
+        "FACEVAL_BROKER_URL": node.url,
+        "FACEVAL_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "FACEVAL_MONGO_URL": f"mongodb://127.0.0.1:{free_port()}/?retryWrites=false",
+        "FACEVAL_MONGO_DB": "faceval_isolated",
+        "FACEVAL_STATE_DIR": str(state_dir),
+        "FACEVAL_PORT": str(port),
+        "FACEVAL_QUEUE_PREFIX": "faceval",
+        **(extra_env or {}),
+    }
+    # The children see the caller's FACEVAL_* variables overridden by these; so must we.
+    merged = {k: v for k, v in os.environ.items() if k.startswith("FACEVAL_")} | env
+    settings = Settings.model_validate(
+        {k.removeprefix("FACEVAL_").lower(): v for k, v in merged.items()}
+    )
+    stack = Stack(settings=settings, port=port, state_dir=state_dir, env=env,
+                  default_metrics_ports=False, rabbit=node)  # fmt: skip
+    try:
+        stack.state_dir.mkdir(parents=True, exist_ok=True)
+        stack.log_dir.mkdir(parents=True, exist_ok=True)
+        stack.start_redis()
+        stack.ensure_infrastructure()
+        stack.start_services()
+        stack.wait_ready()
+    except BaseException:
+        stop_isolated(stack)
+        raise
+    return stack
+
+
+def stop_isolated(stack: Stack) -> None:
+    try:
+        stack.stop()
+    finally:
+        if stack.rabbit is not None:
+            stack.rabbit.stop()
 
 
 # --- clients (direct store access: admin operations have no HTTP route) -------------------

@@ -26,7 +26,8 @@ from shared.pipeline import STAGES, queue_name
 from shared.queues import pika_url
 from shared.settings import Settings, get_settings
 from shared.storage import Doc, Store
-from tools.stack import Stack, free_port
+from tools.chaos import CHAOS_ENV
+from tools.stack import RabbitNode, Stack, create_client, free_port, isolated_stack, stop_isolated
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +68,26 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         _delete_queues(settings)
         patch.undo()
         get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack on servers of its own (a private RabbitMQ node, Redis and MongoDB-wire server)
+    for tests that kill or restart them: the machine's shared servers are never touched."""
+    if not RabbitNode.available():
+        pytest.skip("rabbitmq-server not found: apt-get install -y rabbitmq-server")
+    stack = isolated_stack(tmp_path_factory.mktemp("isolated"), CHAOS_ENV)
+    yield stack
+    stop_isolated(stack)
+
+
+@pytest.fixture(scope="session")
+def isolated_client(isolated: Stack) -> Iterator[ApiClient]:
+    name = f"fault-{uuid.uuid4().hex[:6]}"
+    _, key = asyncio.run(create_client(isolated.settings, name))
+    http = httpx.Client(base_url=isolated.url, headers={"X-API-Key": key}, timeout=60)
+    yield ApiClient(name=name, key=key, http=http)
+    http.close()
 
 
 def _delete_queues(settings: Settings) -> None:
