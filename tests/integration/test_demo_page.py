@@ -24,6 +24,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
+from shared.pipeline import STAGES
 from tests.integration.conftest import ApiClient
 from tools.samples import SamplePair, write_samples
 from tools.stack import Stack
@@ -156,13 +157,14 @@ def _overlay(driver: WebDriver, side: str) -> dict[str, Any]:
 
 
 def _stage_rows(driver: WebDriver) -> dict[str, dict[str, Any]]:
-    rows = {}
+    rows: dict[str, dict[str, Any]] = {}
     for row in driver.find_elements(By.CSS_SELECTOR, "#stage-rows tr"):
         times = {
-            cell.get_attribute("data-side"): cell.text
+            str(cell.get_attribute("data-side")): cell.text
             for cell in row.find_elements(By.CSS_SELECTOR, "td.times")
         }
-        rows[row.get_attribute("data-stage")] = {"state": row.get_attribute("data-state"), **times}
+        rows[str(row.get_attribute("data-stage"))] = {"state": row.get_attribute("data-state"),
+                                                      **times}  # fmt: skip
     return rows
 
 
@@ -205,7 +207,7 @@ def test_validates_an_uploaded_pair_live_and_shows_decision_times_and_face_boxes
     assert "Summary code\n0" in summary
     assert "Description\nValid, live, unobstructed face of good quality." in summary
     rows = _stage_rows(driver)
-    assert list(rows) == ["face_detector", "accessory", "quality", "pad"]
+    assert list(rows) == list(STAGES)
     for stage, row in rows.items():
         assert row["state"] == "passed", (stage, row)
         for side in ("near", "far"):
@@ -215,7 +217,9 @@ def test_validates_an_uploaded_pair_live_and_shows_decision_times_and_face_boxes
     assert "running" in seen["face_detector"], seen
     assert seen["face_detector"][-1] == "passed"
     captions = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "#scores caption")]
-    assert captions == ["Face detection", "Accessories", "Image quality", "Presentation attack"]
+    assert captions == [
+        "Face detection", "Accessories", "Image quality", "Identity", "Presentation attack"
+    ]  # fmt: skip
     for side in ("near", "far"):
         overlay = _overlay(driver, side)
         assert overlay["faces"] == "1", (side, overlay)
@@ -255,12 +259,8 @@ def test_shows_a_rejection_with_its_reason_and_the_stages_that_never_ran(
     assert "Reason\nno_face" in driver.find_element(By.ID, "summary").text
     assert "no_face" in driver.find_element(By.ID, "reasons").text
     states = {stage: row["state"] for stage, row in _stage_rows(driver).items()}
-    assert states == {
-        "face_detector": "rejected",
-        "accessory": "skipped",
-        "quality": "skipped",
-        "pad": "skipped",
-    }
+    assert states == {stage: "rejected" if stage == "face_detector" else "skipped"
+                      for stage in STAGES}  # fmt: skip
     assert _overlay(driver, "near")["faces"] == "0"
     _screenshot(driver, artifacts, "rejected-no-face")
 
@@ -360,3 +360,55 @@ def test_takes_a_photo_with_the_camera(
     # The camera is released once the photo is taken.
     assert not driver.find_element(By.ID, "near-video").is_displayed()
     _screenshot(driver, artifacts, "camera-capture")
+
+
+#: Every element's box must lie inside the viewport: what a phone would scroll sideways.
+_OVERFLOW = """
+const width = document.documentElement.clientWidth;
+const outside = [];
+for (const node of document.querySelectorAll('body *')) {
+  const box = node.getBoundingClientRect();
+  if (box.width === 0 || box.height === 0) continue;
+  if (box.right > width + 1 || box.left < -1) {
+    const name = `${node.tagName.toLowerCase()}#${node.id}.${node.className}`;
+    outside.push(`${name} ${Math.round(box.left)}..${Math.round(box.right)}`);
+  }
+}
+return {scrollWidth: document.documentElement.scrollWidth, width, outside: outside.slice(0, 12),
+        height: document.documentElement.scrollHeight};
+"""
+
+
+@pytest.mark.parametrize(("width", "height"), [(1280, 900), (390, 844)], ids=["desktop", "phone"])
+def test_the_page_fits_desktop_and_phone_screens_with_every_result_shown(
+    driver: WebDriver,
+    stack: Stack,
+    client_a: ApiClient,
+    samples: dict[str, tuple[SamplePair, Path, Path]],
+    artifacts: Path,
+    width: int,
+    height: int,
+) -> None:
+    _, near, far = samples["astronaut"]
+    driver.set_window_size(width, height)
+    try:
+        _open(driver, stack, client_a.key)
+        _choose(driver, near, far)
+        _submit_and_wait_for_decision(driver)
+        viewport = driver.execute_script("return document.documentElement.clientWidth")
+        assert abs(viewport - width) < 40, f"the window did not take the size: {viewport}"
+        layout = driver.execute_script(_OVERFLOW)
+        assert layout["scrollWidth"] <= layout["width"], layout
+        assert layout["outside"] == [], layout
+        # Models that did not run are one line per stage and image, not a row each.
+        statuses = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "#scores td[data-label]")
+                    if c.get_attribute("data-label") == "Status"]  # fmt: skip
+        assert statuses and "not_run" not in statuses
+        for row in driver.find_elements(By.CSS_SELECTOR, "#scores tr.not-run"):
+            assert "not run" in row.text and "\n" not in row.text.strip()
+        path = artifacts / f"layout-{width}px.png"
+        driver.set_window_size(width, int(layout["height"]) + 160)
+        assert driver.save_screenshot(str(path))
+        print(f"screenshot: {path} (page {layout['height']} px tall)")
+    finally:
+        driver.set_window_size(1280, 1600)

@@ -7,6 +7,7 @@ const STAGES = [
   ["face_detector", "Face detection"],
   ["accessory", "Accessories"],
   ["quality", "Image quality"],
+  ["identity", "Identity"],
   ["pad", "Presentation attack"],
 ];
 const SIDES = ["near", "far"];
@@ -428,6 +429,7 @@ function renderStages(result) {
       const image = data[side];
       const cell = el("td", image ? `${ms(image.time_ms)} / ${ms(image.queue_time_ms)} ms` : "–", "times");
       cell.dataset.side = side;
+      cell.dataset.label = side === "near" ? "Near run / queue" : "Far run / queue";
       if (image) cell.title = `${side}: ${image.verdict}`;
       row.append(cell);
     }
@@ -462,6 +464,8 @@ function renderDecision(result) {
   $("decision").hidden = false;
 }
 
+const SCORE_COLUMNS = ["Model", "Image", "Status", "Time ms", "Values"];
+
 function scoreTables(result) {
   const tables = [];
   for (const [stage, label] of STAGES) {
@@ -470,25 +474,41 @@ function scoreTables(result) {
     const table = el("table", undefined, "scores");
     table.append(el("caption", label));
     const head = el("tr");
-    for (const name of ["Model", "Image", "Status", "Time ms", "Values"]) {
+    for (const name of SCORE_COLUMNS) {
       const th = el("th", name);
       th.scope = "col";
       head.append(th);
     }
     table.append(head);
     for (const side of SIDES) {
+      const notRun = [];
       for (const [model, scores] of Object.entries((data[side] || {}).scores || {})) {
+        if (scores.status === "not_run") {
+          notRun.push(model);
+          continue;
+        }
         const values = Object.entries(scores.values || {})
           .map(([k, v]) => `${k} = ${typeof v === "number" ? Number(v.toFixed(4)) : "–"}`)
           .join(", ");
         const row = el("tr");
-        row.append(
+        const cells = [
           el("td", `${model} ${scores.version || ""}`.trim()),
           el("td", side),
           el("td", scores.error ? `${scores.status}: ${scores.error}` : scores.status),
           el("td", ms(scores.time_ms)),
           el("td", values || "–", "values"),
-        );
+        ];
+        cells.forEach((cell, i) => { cell.dataset.label = SCORE_COLUMNS[i]; });
+        row.append(...cells);
+        table.append(row);
+      }
+      if (notRun.length) {
+        // Models that are not installed: one line per image, not a row each.
+        const row = el("tr", undefined, "not-run");
+        row.dataset.side = side;
+        const cell = el("td", `${side}: not run (not installed): ${notRun.join(", ")}`);
+        cell.colSpan = SCORE_COLUMNS.length;
+        row.append(cell);
         table.append(row);
       }
     }
