@@ -13,13 +13,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import jsonschema  # type: ignore[import-untyped]
-import pytest
 import yaml
 
 from cli.main import build_parser
 from shared.pipeline import STAGES
 from shared.settings import Settings
-from tests.deploy.catalogue import PROMETHEUS_DIR, REPO
+from tests.deploy.catalogue import PROMETHEUS_DIR, REPO, tool
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
@@ -92,9 +91,7 @@ def test_compose_file_validates_against_the_compose_specification() -> None:
 
 def test_docker_compose_itself_accepts_the_file(tmp_path: Path) -> None:
     """docker-compose 1.29 (Debian's) resolves anchors, secrets and profiles like a deploy."""
-    compose = shutil.which("docker-compose")
-    if compose is None:
-        pytest.skip("docker-compose is not installed (apt-get install docker-compose)")
+    compose = tool("docker-compose")  # scripts/ensure-tools.sh installs it
     shutil.copy(REPO / "docker-compose.yml", tmp_path)
     for path in ("deploy/prometheus", "deploy/grafana/provisioning", "deploy/grafana/dashboards"):
         (tmp_path / path).mkdir(parents=True)
