@@ -13,7 +13,7 @@ from fastapi import Depends, Header, Query, Request
 from gateway.errors import ApiError
 from gateway.limits import QueueDepthWatch
 from gateway.waiter import DoneWaiter
-from shared import apikeys, codes
+from shared import apikeys, codes, metrics
 from shared.blobstore import AsyncBlobStore
 from shared.schema import ErrorBody
 from shared.settings import Settings
@@ -56,6 +56,8 @@ async def client(d: DepsDep, x_api_key: Annotated[str | None, Header()] = None) 
     found = await d.store.client_by_key_hash(key_hash)
     if found is None or not secrets.compare_digest(found["key_hash"], key_hash):
         raise ApiError("unauthorized", "The API key is not valid or has been revoked.")
+    # Dashboards show client names by joining on this (labels on every series stay ids).
+    metrics.CLIENT_INFO.labels(client=found["_id"], name=found["name"]).set(1)
     return Client(
         id=found["_id"],
         name=found["name"],
