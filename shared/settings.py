@@ -120,16 +120,17 @@ class Settings(BaseSettings):
     report_only_reasons: list[str] = Field(default_factory=lambda: ["glasses"])
     #: Per-accessory probability at which the optional ONNX accessory classifier rejects.
     accessory_model_threshold: float = 0.5
-    #: Classic metrics on the face region (`faceval calibrate quality DIR` proposes these).
-    quality_min_sharpness: float = 20.0
+    #: Quality limits from `faceval calibrate quality` on 1,721 real genuine photos (the
+    #: percentile each sits at: docs/models.md, Framing and quality limits); brightness
+    #: and contrast are of the skin. NIQE does not track blur on face crops: reported only.
+    quality_min_sharpness: float = 19.0
     quality_min_brightness: float = 40.0
-    quality_max_brightness: float = 210.0
-    quality_min_contrast: float = 0.08
-    quality_max_blur_score: float = 0.82
-    quality_max_svd_score: float = 0.90
+    quality_max_brightness: float = 222.0
+    quality_min_contrast: float = 0.04
+    quality_max_blur_score: float = 0.87
+    quality_max_svd_score: float = 0.91
     quality_min_colorfulness: float | None = None
-    #: No-reference scores; None records them without judging (not calibrated here).
-    quality_max_brisque: float | None = None
+    quality_max_brisque: float | None = 70.0
     quality_max_niqe: float | None = None
     quality_min_liqe: float | None = None
     quality_min_topiq: float | None = None
