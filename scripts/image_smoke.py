@@ -51,8 +51,12 @@ def main() -> int:
         found = check_models(stage, settings)
         failures += [f"{stage} preflight: {p}" for p in found]
         start = time.perf_counter()
-        definition = importlib.import_module(f"services.{stage}.stage").STAGE
-        models = definition.build_models(settings)
+        try:
+            definition = importlib.import_module(f"services.{stage}.stage").STAGE
+            models = definition.build_models(settings)
+        except Exception as exc:  # every stage is checked, each failure reported
+            failures.append(f"{stage} worker cannot load its models: {exc}")
+            continue
         took = time.perf_counter() - start
         ready = [m.key for m in models if not isinstance(m, UnavailableModel)]
         absent = [m.key for m in models if isinstance(m, UnavailableModel)]
