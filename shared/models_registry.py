@@ -27,9 +27,9 @@ from typing import Any, Literal
 from shared.analysis import ModelInfo
 from shared.settings import Settings
 
-SourceKind = Literal["package", "url", "convert", "operator", "algorithm"]
+SourceKind = Literal["package", "url", "convert", "bundled", "operator", "algorithm"]
 Status = Literal["verified", "missing", "mismatch", "unpinned", "builtin"]
-_SOURCE_KINDS = ("package", "url", "convert", "operator", "algorithm")
+_SOURCE_KINDS = ("package", "url", "convert", "bundled", "operator", "algorithm")
 _CHUNK = 1 << 20
 #: The manifest committed with the code.
 BUNDLED_MANIFEST = Path(__file__).resolve().parent.parent / "models" / "manifest.toml"
@@ -170,6 +170,15 @@ def _package_file(source: Source) -> Path:
     return path
 
 
+def _bundled_file(source: Source) -> Path:
+    """A file committed under models/ beside the bundled manifest (the project's own weights)."""
+    assert source.path is not None
+    path = BUNDLED_MANIFEST.parent / source.path
+    if not path.is_file():
+        raise ModelNotReady(f"the checkout has no {path}")
+    return path
+
+
 def _package_bytes(source: Source) -> bytes:
     assert source.attribute is not None
     module_name, _, attr = source.attribute.partition(":")
@@ -279,6 +288,8 @@ def materialise(
             partial.write_bytes(_package_bytes(source))
         elif source.kind == "package":
             shutil.copyfile(_package_file(source), partial)
+        elif source.kind == "bundled":
+            shutil.copyfile(_bundled_file(source), partial)
         elif source.kind == "url" and download:
             _download(source, partial)
         elif source.kind == "convert":
@@ -333,11 +344,13 @@ class Registry:
         """The verified file of `name`, or ModelNotReady saying what to do.
 
         `materialise_from_package` lets a default, offline model be written from its
-        installed package on first use; it is verified like any other file.
+        installed package (or, kind "bundled", from the checkout) on first use; it is
+        verified like any other file.
         """
         entry = self.manifest[name]
         state = status_of(entry, self.model_dir)
-        if state == "missing" and materialise_from_package and entry.source.kind == "package":
+        offline = entry.source.kind in ("package", "bundled")
+        if state == "missing" and materialise_from_package and offline:
             materialise(entry, self.model_dir)
             state = status_of(entry, self.model_dir)
         if state == "verified":
