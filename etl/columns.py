@@ -190,6 +190,12 @@ EXTRA_COLUMNS: list[Column] = [
     Column("score_identity_threshold", "double", "same-person threshold applied",
            _pair_score("identity", "threshold")),
     *_times("identity", "dlib_resnet_v1", "dlib_resnet_v1", queue=False),
+    # MiniFASNet (V2 + V1SE fused as upstream): spoof probability, and whether the image
+    # gave it enough context to judge (tight crops are not assessed).
+    *_score("pad", "minifasnet", "prob", "prob_minifasnet", "MiniFASNet spoof probability"),
+    *_score("pad", "minifasnet", "assessed", "score_assessed_minifasnet",
+            "1 when MiniFASNet could judge the image, 0 when it declined (tight crop)"),
+    *_times("pad", "minifasnet", "minifasnet", queue=False),
     Column("prob_pad_fused", "double", "fused near/far spoof probability (report-only default)",
            _pair_score("pad", "fused_prob")),
 ]  # fmt: skip

@@ -73,21 +73,29 @@ def summary_of(decision: Mapping[str, Any]) -> Summary:
     return pipeline.summary_of(decision["outcome"], decision["reasons"])
 
 
-#: Model keys whose scores are heuristics, not a presentation-attack model.
-_PAD_HEURISTICS = frozenset({"pad_heuristics", "pad_geometry"})
+#: Scores of the pad stage that are heuristics or geometry, not a presentation-attack model.
+_PAD_HEURISTICS = frozenset({"as_heuristics", "pad_geometry"})
+
+
+def _pad_models_that_judged(record: Mapping[str, Any]) -> set[str]:
+    """PAD models that ran on this image and could assess it (MiniFASNet declines tight
+    crops: `assessed` 0)."""
+    return {
+        key
+        for key, entry in record.get("scores", {}).items()
+        if entry.get("status") == "ok"
+        and key not in _PAD_HEURISTICS
+        and entry.get("values", {}).get("assessed", 1.0) != 0.0
+    }
 
 
 def liveness_of(doc: Mapping[str, Any]) -> dict[str, Any] | None:
-    """Which PAD models ran on both images (None while the PAD stage has not run)."""
+    """Which PAD models judged both images (None while the PAD stage has not run)."""
     stage = doc.get("stages", {}).get("pad")
     if not stage or any(stage.get(side) is None for side in IMAGE_SIDES):
         return None
-    ran = [
-        {key for key, entry in stage[side].get("scores", {}).items()
-         if entry.get("status") == "ok" and key not in _PAD_HEURISTICS}
-        for side in IMAGE_SIDES
-    ]  # fmt: skip
-    models = sorted(set.intersection(*ran))
+    judged = [_pad_models_that_judged(stage[side]) for side in IMAGE_SIDES]
+    models = sorted(set.intersection(*judged))
     return {"assessed": bool(models), "models": models}
 
 

@@ -7,7 +7,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared.models_registry import ModelNotReady, Registry, materialise, status_of
+from shared.models_registry import (
+    ModelEntry,
+    ModelNotReady,
+    Registry,
+    materialise,
+    source_dir_of,
+    status_of,
+)
 from shared.settings import get_settings
 
 
@@ -46,6 +53,15 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def local_origin(entry: ModelEntry) -> bool:
+    """Whether a converted model's upstream file is in the model source directory."""
+    origin = entry.source.origin
+    folder = source_dir_of(get_settings())
+    return bool(origin) and any(
+        (folder / name).is_file() for name in (str(origin), Path(str(origin)).name)
+    )
+
+
 def pull(registry: Registry, names: list[str], download: bool) -> list[tuple[str, str]]:
     """Materialise and verify; returns (model, outcome) where outcome starts with ok/skip/fail."""
     outcomes = []
@@ -67,6 +83,15 @@ def pull(registry: Registry, names: list[str], download: bool) -> list[tuple[str
             continue
         if entry.source.kind == "url" and not download:
             outcomes.append((entry.name, "skip (downloads only with --download)"))
+            continue
+        if entry.source.kind == "convert" and not download and not local_origin(entry):
+            outcomes.append(
+                (
+                    entry.name,
+                    "skip (its upstream file is not in the model source "
+                    "directory; --download fetches it; until then it is not run)",
+                )
+            )
             continue
         try:
             if state != "unpinned":
@@ -97,11 +122,11 @@ def cmd_eval_pad(args: argparse.Namespace) -> int:
         return 1
     threshold = args.threshold
     if threshold is None:
-        threshold = (
-            settings.pad_heuristics_threshold
-            if args.model == "as_heuristics"
-            else settings.pad_model_threshold
-        )
+        thresholds = {
+            "as_heuristics": settings.pad_heuristics_threshold,
+            "minifasnet": settings.pad_minifasnet_threshold,
+        }
+        threshold = thresholds.get(args.model, settings.pad_model_threshold)
     scored = pad.score_dataset(dataset, pad.build_scorer(settings, args.model))
     try:
         metrics = pad.metrics_of(scored, threshold)
