@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from cli.commands.models import add_commands as register_model_commands
+from cli.commands.subjects import add_commands as register_subject_commands
 from etl.cli import register as register_etl
 from shared.pipeline import STAGES, Policy
 from shared.settings import Settings, get_settings
@@ -425,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_etl(sub)
     register_model_commands(sub)  # models, eval, calibrate
+    register_subject_commands(sub)  # subjects, verify, search
     return parser
 
 

@@ -9,6 +9,12 @@ their shape). The CLI, the batch runner and `faceval demo` use them::
     async with AsyncFaceValClient("http://127.0.0.1:8000", key) as api:
         result = await api.validate(near_bytes, far_bytes, user_id="12345678")
 
+Subjects (enrolled faces), 1:1 and 1:N::
+
+    subject = api.enroll("12345678", [Path("id_photo.jpg")])
+    api.verify(subject["subject_id"], Path("selfie.jpg"))   # {match, similarity, ...}
+    api.search(Path("selfie.jpg"), k=5)                     # {matches: [...], ...}
+
 An answer of 400 or more raises `ApiError`, carrying the API's `{code, message}` body.
 """
 
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import mimetypes
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +60,32 @@ def _file(side: str, data: Image) -> tuple[str, bytes, str]:
     return f"{side}.jpg", data, "image/jpeg"
 
 
-def _form(user_id: str, process_guid: str | None, client_reference: str | None) -> dict[str, str]:
+def _form(
+    user_id: str,
+    process_guid: str | None,
+    client_reference: str | None,
+    subject_id: str | None = None,
+    check_duplicates: bool = False,
+) -> dict[str, str]:
     form = {"user_id": user_id}
     if process_guid:
         form["process_guid"] = process_guid
     if client_reference:
         form["client_reference"] = client_reference
+    if subject_id:
+        form["subject_id"] = subject_id
+    if check_duplicates:
+        form["check_duplicates"] = "true"
     return form
+
+
+def _images(images: Sequence[Image]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("images", _file(f"image{i + 1}", data)) for i, data in enumerate(images)]
+
+
+def _no_content(response: httpx.Response) -> None:
+    if response.status_code >= 400:
+        _body(response)
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -120,11 +146,13 @@ class FaceValClient:
         process_guid: str | None = None,
         client_reference: str | None = None,
         wait: float = 30.0,
+        subject_id: str | None = None,
+        check_duplicates: bool = False,
     ) -> dict[str, Any]:
         """Submit a pair; with `wait`, returns the final result if it is ready in time,
         otherwise `{transaction_id, status: "pending", status_url}`."""
         files = {side: _file(side, data) for side, data in (("near", near), ("far", far))}
-        form = _form(user_id, process_guid, client_reference)
+        form = _form(user_id, process_guid, client_reference, subject_id, check_duplicates)
         response = self._http.post("/v1/validations", params={"wait": wait}, files=files, data=form)
         return _body(response)
 
@@ -166,6 +194,37 @@ class FaceValClient:
         """The summary and error code catalogue (`GET /v1/codes`)."""
         return _body(self._http.get("/v1/codes"))
 
+    # --- subjects, 1:1, 1:N -----------------------------------------------------------------
+
+    def enroll(self, external_id: str, images: Sequence[Image]) -> dict[str, Any]:
+        """Enrol (or replace) the subject `external_id` from 1 to 3 images."""
+        response = self._http.post(
+            "/v1/subjects", data={"external_id": external_id}, files=_images(images)
+        )
+        return _body(response)
+
+    def get_subject(self, subject_id: str) -> dict[str, Any]:
+        return _body(self._http.get(f"/v1/subjects/{subject_id}"))
+
+    def delete_subject(self, subject_id: str) -> None:
+        """Erase the subject (its templates leave MongoDB and the search index)."""
+        _no_content(self._http.delete(f"/v1/subjects/{subject_id}"))
+
+    def list_subjects(self, limit: int = 50, after: str | None = None) -> dict[str, Any]:
+        """One page: `{items, next_after}`; pass `next_after` as `after` for the next."""
+        params: dict[str, Any] = {"limit": limit, **({"after": after} if after else {})}
+        return _body(self._http.get("/v1/subjects", params=params))
+
+    def verify(self, subject_id: str, image: Image) -> dict[str, Any]:
+        """1:1: `{match, similarity, threshold, model, ...}`."""
+        files = {"image": _file("image", image)}
+        return _body(self._http.post(f"/v1/subjects/{subject_id}/verify", files=files))
+
+    def search(self, image: Image, k: int = 5) -> dict[str, Any]:
+        """1:N: `{matches: [{subject_id, external_id, similarity, match}], ...}`."""
+        files = {"image": _file("image", image)}
+        return _body(self._http.post("/v1/search", params={"k": k}, files=files))
+
 
 class AsyncFaceValClient:
     """The same API on `httpx.AsyncClient`, for many pairs in flight at once."""
@@ -205,11 +264,13 @@ class AsyncFaceValClient:
         process_guid: str | None = None,
         client_reference: str | None = None,
         wait: float = 30.0,
+        subject_id: str | None = None,
+        check_duplicates: bool = False,
     ) -> dict[str, Any]:
         """See `FaceValClient.submit`. Files named by a Path are read here, synchronously:
         selfies are small, and that keeps the method simple."""
         files = {side: _file(side, data) for side, data in (("near", near), ("far", far))}
-        form = _form(user_id, process_guid, client_reference)
+        form = _form(user_id, process_guid, client_reference, subject_id, check_duplicates)
         response = await self._http.post(
             "/v1/validations", params={"wait": wait}, files=files, data=form
         )
@@ -252,3 +313,30 @@ class AsyncFaceValClient:
     async def codes(self) -> dict[str, Any]:
         """See `FaceValClient.codes`."""
         return _body(await self._http.get("/v1/codes"))
+
+    # --- subjects, 1:1, 1:N -----------------------------------------------------------------
+
+    async def enroll(self, external_id: str, images: Sequence[Image]) -> dict[str, Any]:
+        """See `FaceValClient.enroll`."""
+        response = await self._http.post(
+            "/v1/subjects", data={"external_id": external_id}, files=_images(images)
+        )
+        return _body(response)
+
+    async def get_subject(self, subject_id: str) -> dict[str, Any]:
+        return _body(await self._http.get(f"/v1/subjects/{subject_id}"))
+
+    async def delete_subject(self, subject_id: str) -> None:
+        _no_content(await self._http.delete(f"/v1/subjects/{subject_id}"))
+
+    async def list_subjects(self, limit: int = 50, after: str | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit, **({"after": after} if after else {})}
+        return _body(await self._http.get("/v1/subjects", params=params))
+
+    async def verify(self, subject_id: str, image: Image) -> dict[str, Any]:
+        files = {"image": _file("image", image)}
+        return _body(await self._http.post(f"/v1/subjects/{subject_id}/verify", files=files))
+
+    async def search(self, image: Image, k: int = 5) -> dict[str, Any]:
+        files = {"image": _file("image", image)}
+        return _body(await self._http.post("/v1/search", params={"k": k}, files=files))

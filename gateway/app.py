@@ -95,9 +95,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     add_error_handlers(app)
 
     from gateway.demo.router import router as demo_router  # the page for trying the API
-    from gateway.routes import ops, validations
+    from gateway.routes import ops, subjects, validations
 
     app.include_router(validations.router)
+    app.include_router(subjects.router)
     app.include_router(ops.router)
     app.include_router(demo_router)
     install_offline_docs(app)  # /docs from local assets; the API key as a security scheme

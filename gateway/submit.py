@@ -14,7 +14,8 @@ import hashlib
 import logging
 import re
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -25,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from gateway.deps import Client, Deps
 from gateway.errors import ApiError
+from gateway.identity_checks import settle_identity_checks
 from gateway.limits import check_rate
 from shared import transactions
 from shared.imaging import CheckedImage, ImageRejected, inspect_upload
@@ -38,7 +40,10 @@ from shared.storage import PENDING, Doc, expiry, utcnow
 log = logging.getLogger(__name__)
 
 SERVICE = "POST /v1/validations"
-FORM_FIELDS = {"near", "far", "user_id", "process_guid", "client_reference"}
+FORM_FIELDS = {
+    "near", "far", "user_id", "process_guid", "client_reference", "subject_id",
+    "check_duplicates",
+}  # fmt: skip
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")
 #: How long a retry waits for the first request with its key to store its transaction.
@@ -56,6 +61,11 @@ class Submission:
     user_id: str
     process_guid: str | None
     client_reference: str | None
+    #: A probe of the subjects API names its own service and stops after `until`.
+    service: str = SERVICE
+    until: str | None = None
+    #: More fields for the transaction document (a validation's identity requests).
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 async def admit(d: Deps, who: Client) -> None:
@@ -177,7 +187,7 @@ async def create_validation(
         documento=pseudonymise(secret, "document", form.user_id),
         process_guid=form.process_guid,
         client_reference=form.client_reference,
-        service=SERVICE,
+        service=form.service,
         api_hash=d.api_hash,
         images={
             s: {
@@ -191,8 +201,10 @@ async def create_validation(
         expires_at=None,
         deadline_seconds=d.settings.transaction_deadline_seconds,
         policy=Policy.build(d.settings, who.id, who.policy).to_dict(),
+        until=form.until,
     )
     doc["expires_at"] = expiry(doc["created_at"], d.settings.retention_days)
+    doc.update(form.extra)
     try:
         await d.blobs.put_images(
             tid, {s: u.data for s, u in images.items()}, ttl=d.settings.image_ttl_seconds
@@ -239,5 +251,6 @@ async def respond(
     if doc["status"] == PENDING and created:
         body = Accepted(transaction_id=tid, status="pending", status_url=status_url)
         return JSONResponse(body.model_dump(), status_code=202, headers={"Location": status_url})
+    doc = await settle_identity_checks(d, who, doc)
     result = to_result(doc, status_url)
     return JSONResponse(result.model_dump(mode="json"), status_code=200)

@@ -99,6 +99,17 @@ UPLOAD_ERRORS: tuple[UploadError, ...] = (
         422,
         "This Idempotency-Key was already used for a different request.",
     ),
+    UploadError(
+        "unusable_image",
+        422,
+        "No usable face in the image (detection, accessory or quality rejected it; "
+        "`detail.reason` says which).",
+    ),
+    UploadError(
+        "needs_reenrollment",
+        409,
+        "The subject's template was made by another face model; enrol it again.",
+    ),
     UploadError("internal_error", 500, "An unexpected error occurred; retry later."),
 )
 UPLOAD_ERROR_BY_CODE: dict[str, UploadError] = {e.code: e for e in UPLOAD_ERRORS}

@@ -74,3 +74,23 @@ CLIENT_INFO = Gauge(
     "Always 1: maps an API client's id to its display name, for dashboards to join on.",
     ["client", "name"],
 )
+#: 50 us to 1 s: an index search is sub-millisecond until the gallery is large.
+MATCH_BUCKETS: tuple[float, ...] = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+)  # fmt: skip
+IDENTITY_SEARCH_SECONDS = Histogram(
+    "faceval_identity_search_seconds",
+    "1:N: time to bring the template index up to date and search it (probe excluded).",
+    ["engine"],
+    buckets=MATCH_BUCKETS,
+)
+IDENTITY_VERIFY_SECONDS = Histogram(
+    "faceval_identity_verify_seconds",
+    "1:1: time to read a subject's template and compare it (probe excluded).",
+    buckets=MATCH_BUCKETS,
+)
+GALLERY_SUBJECTS = Gauge(
+    "faceval_identity_gallery_subjects",
+    "Enrolled subjects per client, as last seen by this gateway.",
+    ["client"],
+)

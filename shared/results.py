@@ -6,7 +6,14 @@ from typing import Any
 
 from shared.analysis import IMAGE_SIDES
 from shared.pipeline import STAGES
-from shared.schema import Liveness, Reason, StageImageResult, StageResult, ValidationResult
+from shared.schema import (
+    IdentityChecks,
+    Liveness,
+    Reason,
+    StageImageResult,
+    StageResult,
+    ValidationResult,
+)
 from shared.storage import Doc
 from shared.transactions import liveness_of
 
@@ -27,6 +34,11 @@ def _image_result(data: dict[str, Any] | None) -> StageImageResult | None:
         notes=[Reason(**_reason(r)) for r in data.get("notes", [])],
         face=data.get("face"),
     )
+
+
+def _identity_checks(doc: Doc) -> IdentityChecks | None:
+    checks = doc.get("identity_checks")
+    return IdentityChecks(**checks) if checks else None
 
 
 def to_result(doc: Doc, status_url: str | None = None) -> ValidationResult:
@@ -59,4 +71,5 @@ def to_result(doc: Doc, status_url: str | None = None) -> ValidationResult:
         created_at=doc["created_at"],
         finished_at=doc.get("finished_at"),
         status_url=status_url,
+        identity_checks=_identity_checks(doc),
     )

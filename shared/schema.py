@@ -90,6 +90,11 @@ class ValidationResult(BaseModel):
     created_at: datetime
     finished_at: datetime | None = None
     status_url: str | None = None
+    identity_checks: IdentityChecks | None = Field(
+        None,
+        description="Present when `subject_id` or `check_duplicates` was sent: the 1:1 "
+        "and 1:N answers, computed once when the result is first read.",
+    )
 
 
 class Accepted(BaseModel):
@@ -114,3 +119,101 @@ class ValidationSummary(BaseModel):
 
 class ValidationList(BaseModel):
     items: list[ValidationSummary]
+
+
+# --- identity: subjects, 1:1, 1:N ----------------------------------------------------------
+
+
+class SubjectCheck(BaseModel):
+    subject_id: str
+    found: bool = Field(description="False when the subject was erased before the check.")
+    match: bool | None = Field(None, description="Whether the face is the subject's.")
+    similarity: float | None = None
+    threshold: float | None = None
+    needs_reenrollment: bool = Field(
+        False, description="The subject's template is of another face model: not compared."
+    )
+
+
+class DuplicateMatch(BaseModel):
+    subject_id: str
+    similarity: float
+
+
+class DuplicateCheck(BaseModel):
+    possible_duplicate: bool = Field(
+        description="The face matches (at the identity threshold) a subject enrolled under "
+        "another external id than this validation's user_id."
+    )
+    subject_ids: list[str] = Field(
+        default_factory=list, description="Those subjects, most similar first."
+    )
+    matches: list[DuplicateMatch] = Field(
+        default_factory=list,
+        description="Every subject matching the face, its own external id included.",
+    )
+    threshold: float
+
+
+class IdentityChecks(BaseModel):
+    assessed: bool = Field(
+        description="False when the validation ended before the identity stage passed: "
+        "nothing was compared."
+    )
+    model: str | None = None
+    model_version: str | None = None
+    subject: SubjectCheck | None = None
+    duplicates: DuplicateCheck | None = None
+
+
+class SubjectCreated(BaseModel):
+    subject_id: str
+    external_id: str
+    images_used: int
+    model: str
+    model_version: str
+    replaced: bool = Field(
+        description="True when this external id was enrolled before: its template was "
+        "replaced (the subject id stays)."
+    )
+
+
+class Subject(BaseModel):
+    subject_id: str
+    external_id: str
+    images_used: int
+    model: str
+    model_version: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class SubjectList(BaseModel):
+    items: list[Subject]
+    next_after: str | None = Field(
+        None, description="Pass as `after` for the next page; null on the last page."
+    )
+
+
+class Verification(BaseModel):
+    subject_id: str
+    match: bool
+    similarity: float
+    threshold: float
+    model: str
+    model_version: str
+
+
+class SearchMatch(BaseModel):
+    subject_id: str
+    external_id: str
+    similarity: float
+    match: bool = Field(description="At or above the identity threshold (not just the floor).")
+
+
+class SearchResult(BaseModel):
+    matches: list[SearchMatch]
+    threshold: float
+    floor: float
+    model: str
+    model_version: str

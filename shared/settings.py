@@ -158,6 +158,15 @@ class Settings(BaseSettings):
     #: 0.1 % threshold is 0.930 (docs/models.md).
     identity_flip_average: bool = False
     identity_alignment: Literal["template5", "dlib5"] = "template5"
+    #: The subjects' template index (shared/vectors.py): "embedded" (in-process HNSW, no
+    #: server) or "qdrant" (a Qdrant server or cluster at `qdrant_url`).
+    vector_engine: Literal["embedded", "qdrant"] = "embedded"
+    qdrant_url: str = "http://127.0.0.1:6333"
+    #: 1:N search returns subjects at or above this similarity (and at most `k`); below
+    #: the identity threshold, so that near misses are seen, never reported as matches.
+    identity_search_floor: float = 0.85
+    #: How long a subjects request waits for its probe images' templates (503 after).
+    identity_probe_timeout_seconds: float = 30.0
 
     # --- analytics ETL (`faceval etl`) -------------------------------------------------
     #: Staging area and the optional PostgreSQL warehouse.

@@ -48,6 +48,11 @@ class Store:
         self._db: AsyncIOMotorDatabase[Doc] = self._client[database]
         self.transactions = self._db["transactions"]
         self.clients = self._db["clients"]
+        #: Enrolled faces as templates (never images), per client; `subject_log` orders their
+        #: changes by `seq` so vector indexes can follow (shared/vectors.py).
+        self.subjects = self._db["subjects"]
+        self.subject_log = self._db["subject_log"]
+        self.counters = self._db["counters"]
         #: Idempotency-Key -> the transaction it created, per client, for a retention window.
         self.idempotency = self._db["idempotency_keys"]
 
@@ -72,6 +77,16 @@ class Store:
             await tx.create_index(
                 [("expires_at", ASCENDING)], expireAfterSeconds=0, name="retention_ttl"
             )
+        # A client's own id for a person names one subject; listing pages by subject id.
+        await self.subjects.create_index(
+            [("client_id", ASCENDING), ("external_id", ASCENDING)], unique=True
+        )
+        await self.subjects.create_index([("client_id", ASCENDING), ("_id", ASCENDING)])
+        # Followers re-read the log from their watermark (its _id is the seq); a week
+        # covers any replica's absence, a longer one rebuilds from `subjects`.
+        await self.subject_log.create_index(
+            [("at", ASCENDING)], expireAfterSeconds=7 * 86400, name="subject_log_ttl"
+        )
         await self.clients.create_index([("key_hash", ASCENDING)], unique=True)
         # The key is the _id (unique by construction); expired keys are deleted by TTL.
         await self.idempotency.create_index(
@@ -277,6 +292,99 @@ class Store:
             return 0
         result = await self.transactions.insert_many(batch, ordered=False)
         return len(result.inserted_ids)
+
+    async def record_identity_checks(self, transaction_id: str, checks: Mapping[str, Any]) -> Doc:
+        """Store a finished validation's 1:1 and 1:N answers once: the first reader's stand
+        (the gallery may change later); the document as stored."""
+        await self.transactions.update_one(
+            {"_id": transaction_id, "status": COMPLETED, "identity_checks": {"$exists": False}},
+            {"$set": {"identity_checks": dict(checks)}},
+        )
+        doc = await self.transactions.find_one({"_id": transaction_id})
+        assert doc is not None
+        return doc
+
+    # --- subjects (1:1 and 1:N templates) ---------------------------------------------------
+
+    async def _next_subject_seq(self) -> int:
+        counter = await self.counters.find_one_and_update(
+            {"_id": "subject_seq"}, {"$inc": {"value": 1}}, upsert=True, return_document=True
+        )
+        assert counter is not None
+        return int(counter["value"])
+
+    async def _log_subject_change(self, seq: int, client_id: str, subject_id: str, op: str) -> None:
+        await self.subject_log.insert_one(
+            {"_id": seq, "client_id": client_id, "subject_id": subject_id, "op": op,
+             "at": utcnow()}
+        )  # fmt: skip
+
+    async def put_subject(
+        self, client_id: str, external_id: str, new_id: str, fields: Mapping[str, Any]
+    ) -> tuple[Doc, bool]:
+        """Enrol, or replace the template of the client's subject with this external id
+        (its subject id stays); (the subject as stored, whether it was created)."""
+        for _ in range(2):
+            seq = await self._next_subject_seq()
+            now = utcnow()
+            replaced = await self.subjects.update_one(
+                {"client_id": client_id, "external_id": external_id},
+                {"$set": {**fields, "seq": seq, "updated_at": now}},
+            )
+            created = False
+            if replaced.matched_count == 0:
+                try:
+                    await self.subjects.insert_one(
+                        {"_id": new_id, "client_id": client_id, "external_id": external_id,
+                         **fields, "seq": seq, "created_at": now, "updated_at": now}
+                    )  # fmt: skip
+                    created = True
+                except DuplicateKeyError:
+                    continue  # enrolled at the same moment by another request: replace it
+            doc = await self.subjects.find_one({"client_id": client_id, "external_id": external_id})
+            assert doc is not None
+            await self._log_subject_change(seq, client_id, str(doc["_id"]), "put")
+            return doc, created
+        raise DuplicateKeyError("subject enrolled concurrently; retry")
+
+    async def get_subject(self, client_id: str, subject_id: str) -> Doc | None:
+        return await self.subjects.find_one({"_id": subject_id, "client_id": client_id})
+
+    async def list_subjects(self, client_id: str, limit: int, after: str | None) -> list[Doc]:
+        query: Doc = {"client_id": client_id}
+        if after:
+            query["_id"] = {"$gt": after}
+        cursor = self.subjects.find(query, {"images": 0}).sort("_id", ASCENDING).limit(limit)
+        return [doc async for doc in cursor]
+
+    async def delete_subject(self, client_id: str, subject_id: str) -> bool:
+        """Erase a subject (its templates with it); False if the client has none by that id."""
+        seq = await self._next_subject_seq()
+        outcome = await self.subjects.delete_one({"_id": subject_id, "client_id": client_id})
+        if outcome.deleted_count != 1:
+            return False
+        await self._log_subject_change(seq, client_id, subject_id, "delete")
+        return True
+
+    async def count_subjects(self, client_id: str) -> int:
+        return int(await self.subjects.count_documents({"client_id": client_id}))
+
+    async def subject_changes(self, after_seq: int, limit: int = 10_000) -> list[Doc]:
+        cursor = self.subject_log.find({"_id": {"$gt": after_seq}}).sort("_id", ASCENDING)
+        return [doc async for doc in cursor.limit(limit)]
+
+    async def subjects_by_ids(self, subject_ids: Sequence[str]) -> list[Doc]:
+        cursor = self.subjects.find({"_id": {"$in": list(subject_ids)}}, {"images": 0})
+        return [doc async for doc in cursor]
+
+    async def all_subjects(self, batch_size: int = 5000) -> AsyncIterator[Doc]:
+        cursor = self.subjects.find({}, {"images": 0}, batch_size=batch_size)
+        async for doc in cursor:
+            yield doc
+
+    async def last_subject_seq(self) -> int:
+        counter = await self.counters.find_one({"_id": "subject_seq"})
+        return int(counter["value"]) if counter else 0
 
     # --- clients --------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile
 
-from gateway import submit
+from gateway import identity_checks, submit
 from gateway.deps import ClientDep, DepsDep, WaitQuery, error_responses
 from gateway.errors import ApiError
 from shared.schema import Accepted, ValidationList, ValidationResult, ValidationSummary
@@ -40,6 +40,21 @@ async def submit_validation(
         Form(description="The client's agreement process GUID (procesoConvenioGuid)."),
     ] = None,
     client_reference: Annotated[str | None, Form(max_length=128)] = None,
+    subject_id: Annotated[
+        str | None,
+        Form(
+            max_length=64,
+            description="1:1: also say whether the face is this enrolled subject's "
+            "(`identity_checks.subject` in the result).",
+        ),
+    ] = None,
+    check_duplicates: Annotated[
+        bool,
+        Form(
+            description="1:N: also search this client's subjects for the face under another "
+            "external id than user_id (`identity_checks.duplicates`)."
+        ),
+    ] = False,
     wait: WaitQuery = 0.0,
     idempotency_key: Annotated[
         str | None,
@@ -56,7 +71,10 @@ async def submit_validation(
     if repeated:
         raise ApiError("invalid_field", f"Form field(s) sent more than once: {repeated}.")
     await submit.admit(d, who)
-    fields = submit.Submission(user_id, submit.normalised_guid(process_guid), client_reference)
+    asked = await identity_checks.requested(d, who, user_id, subject_id, check_duplicates)
+    fields = submit.Submission(
+        user_id, submit.normalised_guid(process_guid), client_reference, extra=asked
+    )
     key = submit.idempotency_key(idempotency_key)
     images = await submit.read_images(d, {"near": near, "far": far})
     tid, _ = await submit.submit_once(d, who, fields, images, key)
