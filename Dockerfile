@@ -2,7 +2,8 @@
 # FaceVal image: the gateway and the five stage workers (the same image; the command picks
 # the process). Multi-stage: pip and the build run in the build stages; the runtime runs as
 # a non-root user with the model files already inside, verified against
-# models/manifest.toml, so nothing is downloaded at run time. No compiler in any stage.
+# models/manifest.toml, so nothing is downloaded at run time. Only the `wheels` stage has a
+# compiler (for source-only packages); no image that ships does.
 #
 #   docker build -t faceval .                   # gateway + workers (default target)
 #   docker build -t faceval-etl --target etl .  # the nightly analytics ETL (CronJob)
@@ -34,6 +35,22 @@ RUN groupadd --system --gid 10001 faceval \
     && useradd --system --uid 10001 --gid faceval --home-dir /home/faceval --create-home \
        --shell /usr/sbin/nologin faceval
 
+# --- wheels: the only stage with a compiler ------------------------------------------------
+# Packages published only as source (requirements/image-sdist.txt, hash-checked) become
+# wheels here; the build stage installs those wheels, and no image that ships has g++.
+FROM base AS wheels
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends build-essential \
+    && if ! python -c "import os, sysconfig; raise SystemExit(not os.path.exists(sysconfig.get_paths()['include'] + '/Python.h'))"; then \
+         apt-get install -y --no-install-recommends python3-dev; \
+       fi \
+    && rm -rf /var/lib/apt/lists/*
+COPY requirements/image-sdist.txt /tmp/image-sdist.txt
+RUN mkdir -p /wheels \
+    && if grep -q '^[a-z]' /tmp/image-sdist.txt; then \
+         pip wheel --no-deps --require-hashes --wheel-dir /wheels -r /tmp/image-sdist.txt; \
+       fi
+
 # --- build: the virtualenv and the verified model files -------------------------------------
 FROM base AS build
 RUN python -m venv /opt/venv
@@ -44,6 +61,8 @@ WORKDIR /src
 # out on purpose, and cv2 provided by opencv-python-headless only.
 COPY requirements/image.txt requirements/image.txt
 RUN pip install --no-deps --require-hashes -r requirements/image.txt
+COPY --from=wheels /wheels /wheels
+RUN if ls /wheels/*.whl >/dev/null 2>&1; then pip install --no-deps /wheels/*.whl; fi
 COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY gateway ./gateway

@@ -1,7 +1,10 @@
 """Write the image's pinned, hash-checked dependency set: requirements/image*.txt.
 
 The Dockerfile installs these with `pip install --no-deps --require-hashes`, then the
-project itself with `--no-deps`, so the image holds exactly this set. It is pyproject's
+project itself with `--no-deps`, so the image holds exactly this set. A package published
+only as a source distribution goes to requirements/image-sdist.txt instead: the Dockerfile's
+`wheels` stage (the only one with a compiler) builds it from that hash-checked source, and
+the runtime image gets the wheel, never the compiler. It is pyproject's
 resolution minus EXCLUDED: two packages that the model-data packages declare but FaceVal
 never imports, each of which breaks a slim runtime image. Run it after changing a
 dependency in pyproject.toml (tests/deploy/test_image_lock.py fails until you do):
@@ -85,12 +88,16 @@ def _resolve_for_image(targets: list[str], constraints: Path | None = None) -> l
     return _resolve(targets + extra, constraints) if extra else resolution
 
 
-def _pins(resolution: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
-    """name -> (version, sha256) of every resolved distribution but FaceVal and EXCLUDED."""
+def _is_sdist(item: dict[str, Any]) -> bool:
+    return not str(item["download_info"]["url"]).endswith(".whl")
+
+
+def _pins(resolution: list[dict[str, Any]], *, sdists: bool = False) -> dict[str, tuple[str, str]]:
+    """name -> (version, sha256) of the resolved wheels (or sdists), FaceVal and EXCLUDED aside."""
     pins: dict[str, tuple[str, str]] = {}
     for item in resolution:
         name = item["metadata"]["name"].lower().replace("_", "-")
-        if name == "faceval" or name in EXCLUDED:
+        if name == "faceval" or name in EXCLUDED or _is_sdist(item) != sdists:
             continue
         digest = item["download_info"]["archive_info"]["hashes"]["sha256"]
         pins[name] = (item["metadata"]["version"], digest)
@@ -110,15 +117,26 @@ def _write(path: Path, title: str, pins: dict[str, tuple[str, str]]) -> None:
 
 def main() -> None:
     OUT.mkdir(exist_ok=True)
-    runtime = _pins(_resolve_for_image(["."]))
+    resolution = _resolve_for_image(["."])
+    runtime = _pins(resolution)
+    built = _pins(resolution, sdists=True)
     _write(OUT / "image.txt", "The gateway and workers image (Dockerfile target runtime).", runtime)
+    _write(OUT / "image-sdist.txt", "Source-only packages, built into wheels by the Dockerfile's "
+           "`wheels` stage.", built)  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         constraints = Path(tmp) / "runtime.txt"
-        constraints.write_text("".join(f"{n}=={v}\n" for n, (v, _) in runtime.items()))
-        etl = _pins(_resolve_for_image([".[etl]"], constraints))
-    extra = {name: pin for name, pin in etl.items() if name not in runtime}
+        pinned = {**runtime, **built}
+        constraints.write_text("".join(f"{n}=={v}\n" for n, (v, _) in pinned.items()))
+        etl_resolution = _resolve_for_image([".[etl]"], constraints)
+        etl = _pins(etl_resolution)
+        if set(_pins(etl_resolution, sdists=True)) - set(built):
+            sys.exit("an ETL dependency is source-only: give it a wheel or a builder stage")
+    extra = {name: pin for name, pin in etl.items() if name not in pinned}
     _write(OUT / "image-etl.txt", "What the ETL image (target etl) adds to image.txt.", extra)
-    print(f"requirements/image.txt: {len(runtime)} pins; image-etl.txt: {len(extra)} more")
+    print(
+        f"requirements/image.txt: {len(runtime)} pins; image-sdist.txt: {len(built)}; "
+        f"image-etl.txt: {len(extra)} more"
+    )
 
 
 if __name__ == "__main__":
