@@ -3,6 +3,7 @@ the identity stage), the MongoDB-wire server and the embedded template index."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import httpx
 import pytest
 
 from shared.imaging import encode_jpeg
-from tests.integration.conftest import ApiClient, submit
+from tests.integration.conftest import ApiClient, cli, submit
 from tools.samples import astronaut_pair, group_member_pair, no_face_pair
 
 pytestmark = pytest.mark.integration
@@ -227,3 +228,25 @@ def test_a_validation_naming_an_unknown_subject_is_refused(
 ) -> None:
     response = submit(client_a, *astronaut, subject_id="no-such-subject")
     assert response.status_code == 404
+
+
+def test_the_cli_enrols_lists_verifies_searches_and_erases(
+    client_a: ApiClient, astronaut: tuple[bytes, bytes], tmp_path: Path
+) -> None:
+    near, far = tmp_path / "near.jpg", tmp_path / "far.jpg"
+    near.write_bytes(astronaut[0])
+    far.write_bytes(astronaut[1])
+    key = ("--key", client_a.key, "--url", str(client_a.http.base_url).rstrip("/"))
+    external = f"cli-{uuid.uuid4().hex[:6]}"
+    added = cli("subjects", "add", external, str(near), *key)
+    assert added.returncode == 0, added.stderr
+    sid = json.loads(added.stdout)["subject_id"]
+    listed = cli("subjects", "list", "--all", *key)
+    assert sid in listed.stdout and external in listed.stdout
+    verified = cli("verify", sid, str(far), *key)
+    assert json.loads(verified.stdout)["match"] is True
+    found = cli("search", str(far), "--k", "3", *key)
+    assert json.loads(found.stdout)["matches"][0]["subject_id"] == sid
+    assert cli("subjects", "delete", sid, *key).returncode == 0
+    gone = cli("verify", sid, str(far), *key)
+    assert gone.returncode == 1 and json.loads(gone.stderr)["code"] == "not_found"
