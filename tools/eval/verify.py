@@ -466,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"mirror averaging {'on' if flip else 'off'}",
         f"faces found: {found.faces}; no face: {len(found.no_face)}"
         + (f" ({', '.join(found.no_face[:5])})" if found.no_face else "")
-        + f"; images with several faces (largest used): {found.several_faces}",
+        + f"; images with several faces (the detector stage chooses one): {found.several_faces}",
         f"pairs: {report.genuine_pairs} genuine, {report.impostor_pairs} impostor",
         "",
         "Cosine similarity distributions (quantiles):",
