@@ -46,9 +46,12 @@ RUN apt-get update \
        fi \
     && rm -rf /var/lib/apt/lists/*
 COPY requirements/image-sdist.txt /tmp/image-sdist.txt
+# A venv: a Debian base has no pip of its own.
 RUN mkdir -p /wheels \
     && if grep -q '^[a-z]' /tmp/image-sdist.txt; then \
-         pip wheel --no-deps --require-hashes --wheel-dir /wheels -r /tmp/image-sdist.txt; \
+         python -m venv /tmp/wheel-env \
+         && /tmp/wheel-env/bin/pip wheel --no-deps --require-hashes --wheel-dir /wheels \
+              -r /tmp/image-sdist.txt; \
        fi
 
 # --- build: the virtualenv and the verified model files -------------------------------------
