@@ -97,9 +97,13 @@ class Policy:
         overrides: Mapping[str, Any] | None = None,
     ) -> Policy:
         """Defaults from settings; a client's record may set `report_only`, add to `reject`
-        (codes taken out of report_only) and set `thresholds`."""
+        (codes taken out of report_only) and set `thresholds` ("identity": 1:1 and 1:N,
+        "identity_pair": the near/far check)."""
         report_only = set(settings.report_only_reasons)
-        thresholds: dict[str, float] = {"identity": settings.identity_threshold}
+        thresholds: dict[str, float] = {
+            "identity": settings.identity_threshold,
+            "identity_pair": settings.identity_pair_threshold,
+        }
         if client_id is not None and client_id in settings.identity_client_thresholds:
             thresholds["identity"] = settings.identity_client_thresholds[client_id]
         if overrides:

@@ -173,6 +173,12 @@ def cmd_eval_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_verify(args: argparse.Namespace) -> int:
+    from tools.eval import verify
+
+    return verify.run(args)
+
+
 def cmd_eval_pipeline(args: argparse.Namespace) -> int:
     from tools.eval import pipeline
 
@@ -224,6 +230,13 @@ def add_commands(sub: Any) -> None:
     detector.add_argument("--max-side", type=int, help="detector input bound (default: settings)")
     detector.set_defaults(func=cmd_eval_detector)
     from tools.eval.pipeline import add_arguments as pipeline_arguments
+    from tools.eval.verify import add_arguments as verify_arguments
+
+    verify = eval_sub.add_parser(
+        "verify", help="identity: genuine/impostor scores, EER, TAR at FAR, DET chart, threshold"
+    )
+    verify_arguments(verify)
+    verify.set_defaults(func=cmd_eval_verify)
 
     decisions = eval_sub.add_parser(
         "pipeline", help="the production decisions on labelled photos: FRR, recall, confusion"

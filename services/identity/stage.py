@@ -43,11 +43,11 @@ def policy(settings: Settings) -> IdentityPolicy:
 
 
 def pair_check(near: ImageRecord, far: ImageRecord, policy: Policy) -> PairResult:
-    """Near and far templates against the transaction's identity threshold (the policy
-    carries the client's own threshold when it has one)."""
+    """Near and far templates against the transaction's near/far threshold (the policy
+    carries the client's own when it has one)."""
     if near.embedding is None or far.embedding is None:
         raise ValueError("an image of the pair has no face template")
-    threshold = policy.thresholds.get("identity", get_settings().identity_threshold)
+    threshold = policy.thresholds.get("identity_pair", get_settings().identity_pair_threshold)
     return near_far_match(near.embedding, far.embedding, threshold)
 
 

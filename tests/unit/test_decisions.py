@@ -86,12 +86,17 @@ def test_a_pair_check_that_raises_is_an_error() -> None:
 def test_policy_takes_client_overrides_over_the_defaults() -> None:
     from shared.settings import Settings
 
-    settings = Settings(report_only_reasons=["glasses"], identity_threshold=0.9)
+    settings = Settings(
+        report_only_reasons=["glasses"],
+        identity_threshold=0.9,
+        identity_client_thresholds={"c2": 0.8},
+    )
     assert Policy.build(settings).report_only == {"glasses"}
     strict = Policy.build(settings, "c1", {"reject": ["glasses"], "thresholds": {"identity": 0.95}})
     assert strict.report_only == frozenset()
     assert strict.thresholds["identity"] == 0.95
     assert Policy.from_dict(strict.to_dict()) == strict
+    assert Policy.build(settings, "c2").thresholds["identity"] == 0.8
 
 
 def test_records_round_trip_through_storage_with_what_the_stage_provides() -> None:

@@ -182,11 +182,13 @@ def test_stage_pair_check_reads_stored_embeddings_and_the_clients_threshold() ->
     from shared.pipeline import ImageRecord, Policy
     from shared.settings import Settings
 
-    settings = Settings(identity_threshold=0.5, identity_client_thresholds={"strict": 0.99})
+    settings = Settings(identity_pair_threshold=0.5)
     near = ImageRecord.from_dict({"verdict": "pass", "embedding": unit([1.0, 0.0]).to_dict()})
     far = ImageRecord.from_dict({"verdict": "pass", "embedding": unit([0.6, 0.8]).to_dict()})
     assert pair_check(near, far, Policy.build(settings, "lenient")).rejections == ()
-    strict = pair_check(near, far, Policy.build(settings, "strict"))
+    strict = pair_check(
+        near, far, Policy.build(settings, "strict", {"thresholds": {"identity_pair": 0.99}})
+    )
     assert strict.scores["threshold"] == 0.99
     assert [r.code for r in strict.rejections] == ["face_mismatch"]
 

@@ -400,6 +400,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="faceval eval verify", description=__doc__.split("\n")[0] if __doc__ else None
     )
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", type=Path, help="one folder of photos per person")
     parser.add_argument("--far", type=float, default=0.001, help="target FAR (default 0.001)")
     parser.add_argument("--json", type=Path, help="write every figure to this JSON file")
@@ -409,11 +414,13 @@ def _parser() -> argparse.ArgumentParser:
         default=",".join(VARIANTS),
         help=f"alignments to compare (default {','.join(VARIANTS)}; the first is reported)",
     )
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    return run(_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
     settings = Settings()
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = set(variants) - set(VARIANTS)
