@@ -99,15 +99,14 @@ class Settings(BaseSettings):
     detector_max_side: int = 640
     detector_score_threshold: float = 0.8
     #: Framing (services/face_detector/framing.py; measured in docs/models.md, Framing).
-    #: Web and phone photos are often tight crops: the face may spill 30 % of its size past
-    #: the border (landmarks must stay inside) and be 48 px wide before it is refused; the
-    #: genuine photos of docs/models.md fail less than 1 % of these rules at these values.
+    #: Web and phone photos are often tight crops: the face may spill 40 % of its size past
+    #: the border (landmarks must stay inside) and be 48 px wide before it is refused.
     #: The ratio is face height over image height, a floor a far capture clears; the
     #: near/far relation is the pair rule (far face at most `max_far_to_near_face` times
     #: the near one's size).
     min_face_px: int = 48
     min_face_ratio: float = 0.05
-    face_border_margin: float = 0.30
+    face_border_margin: float = 0.40
     max_far_to_near_face: float = 1.25
     #: A second face rejects only when it could be a second person presenting: at least
     #: this share of the main face's size, this detection score, away from the border.
@@ -115,7 +114,7 @@ class Settings(BaseSettings):
     second_face_min_score: float = 0.9
     #: Head-pose limits in degrees; None reports the angle without judging it. The
     #: five-landmark pitch confuses a smile with a lowered head, hence not judged.
-    max_yaw_degrees: float | None = 50.0
+    max_yaw_degrees: float | None = 55.0
     max_pitch_degrees: float | None = None
     max_roll_degrees: float | None = 40.0
     #: Reason codes (or subjects) any stage reports without rejecting; a client's record may
@@ -129,7 +128,7 @@ class Settings(BaseSettings):
     quality_min_sharpness: float = 16.0
     quality_min_brightness: float = 40.0
     quality_max_brightness: float = 225.0
-    quality_min_contrast: float = 0.035
+    quality_min_contrast: float = 0.03
     #: Blur and SVD scores overlap sharpness and BRISQUE (every blurred sample trips those
     #: too) and each cost ~1 % of genuine tight crops: recorded, not judged.
     quality_max_blur_score: float | None = None
