@@ -109,7 +109,7 @@ async def enrol(
         "model_version": first.version,
     }
     doc, created = await d.store.put_subject(who.id, external_id, uuid.uuid4().hex, fields)
-    gallery.enrolled(d, who.id, str(doc["_id"]), external_id, template, first.space)
+    await gallery.enrolled(d, who.id, str(doc["_id"]), external_id, template, first.space)
     return SubjectCreated(
         subject_id=doc["_id"],
         external_id=external_id,
@@ -163,7 +163,7 @@ async def get_subject(subject_id: str, d: DepsDep, who: ClientDep) -> Subject:
 async def delete_subject(subject_id: str, d: DepsDep, who: ClientDep) -> Response:
     if not await d.store.delete_subject(who.id, subject_id):
         raise ApiError("not_found", NOT_FOUND)
-    gallery.erased(d, who.id, subject_id)
+    await gallery.erased(d, who.id, subject_id)
     return Response(status_code=204)
 
 
