@@ -89,7 +89,8 @@ ENV FACEVAL_MODEL_DIR=/opt/faceval/models \
 # The registry finds bundled files beside the code's own manifest: in an installed package
 # that is site-packages/models.
 RUN if [ -d /src/models/bundled ]; then \
-      cp -r /src/models/bundled "$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/models/"; \
+      site="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+      && mkdir -p "$site/models" && cp -rv /src/models/bundled "$site/models/"; \
     fi
 ARG FACEVAL_MODELS_PULL_ARGS=""
 RUN faceval models pull ${FACEVAL_MODELS_PULL_ARGS} && faceval models list
