@@ -193,3 +193,27 @@ def test_mean_template_is_a_unit_vector_between_its_images() -> None:
     mean = mean_template([a, b])
     assert abs(float(np.linalg.norm(mean)) - 1.0) < 1e-6
     assert vectors.cosine(mean, a) == pytest.approx(vectors.cosine(mean, b), abs=1e-6)
+
+
+def test_a_sequence_number_never_logged_stops_holding_the_watermark() -> None:
+    store = FakeStore()
+    follower = vectors.SeqFollower(patience=0.0)
+    store.take_seq()  # a writer that failed after taking its number
+    store.put("bank-a", "s2", "e2", face(2))
+    changes = asyncio.run(follower.changes(store))  # type: ignore[arg-type]
+    assert [c.subject_id for c in changes] == ["s2"]
+    assert follower.watermark == 2
+    assert follower.applied == {}
+
+
+def test_a_missing_sequence_number_holds_the_watermark_while_it_may_still_land() -> None:
+    store = FakeStore()
+    follower = vectors.SeqFollower(patience=60.0)
+    late = store.take_seq()
+    store.put("bank-a", "s2", "e2", face(2))
+    asyncio.run(follower.changes(store))  # type: ignore[arg-type]
+    assert follower.watermark == 0
+    store.put("bank-a", "s1", "e1", face(1), seq=late)
+    again = asyncio.run(follower.changes(store))  # type: ignore[arg-type]
+    assert [c.subject_id for c in again] == ["s1"]  # s2 is not applied twice
+    assert follower.watermark == 2
