@@ -165,3 +165,51 @@ def test_the_async_client_submits_polls_and_raises_like_the_sync_one() -> None:
     assert script.requests[0].headers["x-api-key"] == "secret-key"
     assert b'name="client_reference"\r\n\r\nr' in script.requests[0].content
     assert script.requests[1].url.path == "/v1/validations/t1"
+
+
+def test_enroll_sends_every_image_under_images_and_the_external_id() -> None:
+    created = {"subject_id": "s1", "external_id": "doc-1", "images_used": 2}
+    script = Script(httpx.Response(201, json=created))
+    with _sync(script) as api:
+        assert api.enroll("doc-1", [b"one", b"two"]) == created
+    body = script.requests[0].content
+    assert script.requests[0].url.path == "/v1/subjects"
+    assert body.count(b'name="images"') == 2 and b"doc-1" in body
+
+
+def test_subject_calls_reach_their_routes_and_delete_raises_on_404() -> None:
+    script = Script(
+        httpx.Response(200, json={"match": True}),
+        httpx.Response(200, json={"matches": []}),
+        httpx.Response(200, json={"items": [], "next_after": None}),
+        httpx.Response(204),
+        httpx.Response(404, json={"code": "not_found", "message": "No such subject."}),
+    )
+    with _sync(script) as api:
+        assert api.verify("s1", b"img")["match"] is True
+        assert api.search(b"img", k=3)["matches"] == []
+        assert api.list_subjects(limit=10, after="s0")["next_after"] is None
+        api.delete_subject("s1")
+        with pytest.raises(ApiError) as raised:
+            api.delete_subject("s1")
+    assert raised.value.code == "not_found"
+    paths = [(r.method, r.url.path, r.url.query) for r in script.requests]
+    assert paths[:3] == [
+        ("POST", "/v1/subjects/s1/verify", b""),
+        ("POST", "/v1/search", b"k=3"),
+        ("GET", "/v1/subjects", b"limit=10&after=s0"),
+    ]
+    assert paths[3][:2] == ("DELETE", "/v1/subjects/s1")
+
+
+def test_the_async_client_verifies_and_sends_identity_fields_on_submit() -> None:
+    script = Script(httpx.Response(200, json={"match": False}), httpx.Response(200, json=_done()))
+
+    async def go() -> None:
+        async with _async(script) as api:
+            assert (await api.verify("s1", b"img"))["match"] is False
+            await api.submit(b"n", b"f", user_id="u", subject_id="s1", check_duplicates=True)
+
+    asyncio.run(go())
+    form = script.requests[1].content
+    assert b'name="subject_id"' in form and b'name="check_duplicates"' in form
