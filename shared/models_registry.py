@@ -350,7 +350,10 @@ class Registry:
         entry = self.manifest[name]
         state = status_of(entry, self.model_dir)
         offline = entry.source.kind in ("package", "bundled")
-        if state == "missing" and materialise_from_package and offline:
+        # A stale copy of the project's own weights (the checkout moved on) is replaced:
+        # the committed file is the source of truth and is verified after the copy.
+        stale = state == "mismatch" and entry.source.kind == "bundled"
+        if (state == "missing" or stale) and materialise_from_package and offline:
             materialise(entry, self.model_dir)
             state = status_of(entry, self.model_dir)
         if state == "verified":

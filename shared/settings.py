@@ -117,11 +117,12 @@ class Settings(BaseSettings):
     max_yaw_degrees: float | None = 55.0
     max_pitch_degrees: float | None = None
     max_roll_degrees: float | None = 40.0
+    #: Per-accessory probability thresholds replacing the manifest's (chosen on held-out
+    #: data, docs/models.md), e.g. FACEVAL_ACCESSORY_THRESHOLDS='{"glasses": 0.7}'.
+    accessory_thresholds: dict[str, float] = Field(default_factory=dict)
     #: Reason codes (or subjects) any stage reports without rejecting; a client's record may
     #: override it (`policy.report_only`, `policy.reject`). Clear glasses: reported.
     report_only_reasons: list[str] = Field(default_factory=lambda: ["glasses"])
-    #: Per-accessory probability at which the optional ONNX accessory classifier rejects.
-    accessory_model_threshold: float = 0.5
     #: Quality limits from `faceval calibrate quality` on 1,721 real genuine photos (the
     #: percentile each sits at: docs/models.md, Framing and quality limits); brightness
     #: and contrast are of the skin. NIQE does not track blur on face crops: reported only.

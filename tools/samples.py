@@ -83,12 +83,45 @@ def blurred_pair() -> tuple[Image, Image]:
     return _blur(near), _blur(far)
 
 
+def _landmarks(image: Image) -> tuple[tuple[float, float], ...]:
+    """The five landmarks of the image's largest face, from the production detector."""
+    import onnxruntime as ort
+    import retinaface.weights
+
+    from services.face_detector.model import detect_faces
+
+    session = ort.InferenceSession(retinaface.weights.WEIGHTS, providers=["CPUExecutionProvider"])
+    faces = detect_faces(session, image)
+    if not faces:
+        raise ValueError("no face in the sample image")
+    return max(faces, key=lambda f: f.width * f.height).landmarks
+
+
+def masked_pair() -> tuple[Image, Image]:
+    """The astronaut wearing a light-blue surgical mask over nose and mouth."""
+    from tools.synth.accessories import opaque_mask
+
+    near, far = astronaut_pair()
+    return (opaque_mask(near, _landmarks(near), (150, 195, 230)),
+            opaque_mask(far, _landmarks(far), (150, 195, 230)))  # fmt: skip
+
+
+def sunglasses_pair() -> tuple[Image, Image]:
+    """The group member wearing dark sunglasses."""
+    from tools.synth.accessories import dark_sunglasses
+
+    near, far = group_member_pair()
+    return dark_sunglasses(near, _landmarks(near)), dark_sunglasses(far, _landmarks(far))
+
+
 SAMPLES: tuple[SamplePair, ...] = (
     SamplePair("astronaut", "accepted", None, astronaut_pair),
     SamplePair("group_member", "accepted", None, group_member_pair),
     SamplePair("no_face", "no_face", "face_detector", no_face_pair),
     SamplePair("group_photo", "multiple_faces", "face_detector", group_pair),
     SamplePair("blurred", "low_quality", "quality", blurred_pair),
+    SamplePair("masked", "face_mask", "accessory", masked_pair),
+    SamplePair("sunglasses", "sunglasses", "accessory", sunglasses_pair),
 )
 
 

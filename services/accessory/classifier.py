@@ -61,10 +61,21 @@ def align(image: Image, landmarks: Sequence[Sequence[float]] | NDArray[np.float6
     matrix = similarity(src, TEMPLATE)
     scale = float(np.hypot(*matrix[:, 0]))
     # Shrinking a large face: blur first so the warp does not alias (INTER_AREA does not
-    # apply to warpAffine).
+    # apply to warpAffine). Only the part of the image the canvas samples is blurred
+    # (plus the kernel's reach), so a large photo costs no more than a small one.
     if scale < 0.5:
         sigma = 0.4 / scale
-        image = np.asarray(cv2.GaussianBlur(image, (0, 0), sigma), dtype=np.uint8)
+        width, height = CANVAS
+        corners = np.array([[0, 0], [width, 0], [0, height], [width, height]], np.float64)
+        inverse = cv2.invertAffineTransform(matrix)
+        reach = corners @ inverse[:, :2].T + inverse[:, 2]
+        pad = int(np.ceil(4 * sigma)) + 2
+        x0, y0 = np.maximum(np.floor(reach.min(axis=0)).astype(int) - pad, 0)
+        x1, y1 = np.ceil(reach.max(axis=0)).astype(int) + pad
+        part = image[y0 : max(y1, y0 + 1), x0 : max(x1, x0 + 1)]
+        image = np.asarray(cv2.GaussianBlur(part, (0, 0), sigma), dtype=np.uint8)
+        matrix = matrix.copy()
+        matrix[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float64)
     warped = cv2.warpAffine(
         image, matrix, CANVAS, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )
