@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -24,11 +26,31 @@ from services.face_detector.stage import build_models as detector_models
 from services.onnx_slot import InputSpec, OnnxScorer, OutputSpec
 from services.pad.stage import build_models as pad_models
 from services.quality.stage import build_models as quality_models
-from shared.analysis import Face, Image, ModelInfo, UnavailableModel
+from shared.analysis import Face, Image, Model, ModelInfo, UnavailableModel
 from shared.models_registry import BUNDLED_MANIFEST
 from shared.onnx import build_session
-from shared.runtime import analyze_image
+from shared.pipeline import Policy, StageDefinition
+from shared.pipeline import analyze_image as analyze
 from shared.settings import Settings
+
+_ANY_STAGE = StageDefinition(name="quality", build_models=lambda _: [], needs_face=False)
+
+
+def analyze_image(
+    models: Sequence[Model], image: Image, face: Face | None
+) -> tuple[str, dict[str, Any], list[dict[str, Any]], Face | None, dict[str, float]]:
+    """The production per-image analysis, unpacked for these tests."""
+    result = analyze(_ANY_STAGE, models, image, face, Policy())
+    record = result.record
+    scores = {k: dict(v) for k, v in record.scores.items()}
+    return (
+        record.verdict,
+        scores,
+        [dict(r) for r in record.reasons],
+        record.face,
+        result.model_seconds,
+    )
+
 
 RED = (200, 50, 50)
 
@@ -263,29 +285,3 @@ def four_label_model(path: Path) -> str:
         initializer=[numpy_helper.from_array(weights, "w")],
     )
     return _save(graph, path)
-
-
-def test_accessory_classifier_slot_scores_each_accessory(tmp_path: Path) -> None:
-    from services.accessory.stage import build_models as accessory_models
-
-    model_dir = tmp_path / "models"
-    digest = four_label_model(model_dir / "accessory_classifier.onnx")
-    manifest = pinned_manifest(tmp_path, {"accessory_classifier": digest})
-    models = accessory_models(Settings(model_dir=model_dir, model_manifest=manifest))
-    _, scores, reasons, _, _ = analyze_image(models, uniform(RED), a_face())
-    values = scores["accessory_classifier"]["values"]
-    # ImageNet-normalised red channel of the face crop: (200/255 - 0.485) / 0.229.
-    c0 = (200 / 255 - 0.485) / 0.229
-    assert values == pytest.approx(
-        {
-            "sunglasses": sigmoid(10 * c0),
-            "glasses": sigmoid(-10 * c0),
-            "face_mask": sigmoid(-10 * c0),
-            "hat": sigmoid(-10 * c0),
-        },
-        abs=1e-4,
-    )
-    slot_reasons = [r for r in reasons if "accessory_classifier" in r["detail"]]
-    assert [(r["code"], r["subject"]) for r in slot_reasons] == [
-        ("accessory_detected", "sunglasses")
-    ]
