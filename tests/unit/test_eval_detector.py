@@ -64,8 +64,9 @@ def test_calibration_proposes_percentile_bounds_and_env_lines(tmp_path: Path) ->
     ]
     proposals = {
         (p.bound.value, p.bound.kind, p.bound.model): p
-        for p in propose(rows, Settings(), percentile=5.0)
-    }
+        for p in propose(rows, Settings(quality_min_sharpness=20.0,
+                                        quality_max_brisque=None), percentile=5.0)
+    }  # fmt: skip
     sharp = proposals[("sharpness", "min", "classic_metrics")]
     assert sharp.proposed == pytest.approx(5.95)  # the 5th percentile of 1..100
     assert sharp.current == 20.0 and sharp.current_rejects == pytest.approx(0.19)
