@@ -41,7 +41,15 @@ _ESTABLISHED = "01"
 
 
 def heartbeat_path() -> Path:
-    return Path(get_settings().state_dir) / HEARTBEAT_NAME
+    """The worker's heartbeat file: `<state_dir>/<stage>-worker-heartbeat.json` when the
+    probe knows its stage (FACEVAL_PROBE_STAGE, set in each worker's pod spec), else the
+    only such file in the state directory."""
+    state = Path(get_settings().state_dir)
+    stage = os.environ.get("FACEVAL_PROBE_STAGE")
+    if stage:
+        return state / f"{stage}-{HEARTBEAT_NAME}"
+    found = sorted(state.glob(f"*-{HEARTBEAT_NAME}"))
+    return found[0] if len(found) == 1 else state / HEARTBEAT_NAME
 
 
 def broker_endpoints(url: str) -> set[tuple[str, int]]:
@@ -126,7 +134,7 @@ class Heartbeat:
         with self._lock:
             started = min(self._jobs.values(), default=None)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_suffix(".partial")
+        partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
         partial.write_text(json.dumps({"beat": time.time(), "job_started": started}))
         partial.replace(self.path)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from amqp.exceptions import MessageNacked  # type: ignore[import-untyped]
@@ -19,6 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from shared.messaging import PUBLISHED_HEADER, make_celery, publish_dead_letter, publish_job
 from shared.models_registry import ModelNotReady, Registry
 from shared.pipeline import METRICS_PORT, next_stage, queue_name, task_name
+from shared.probes import HEARTBEAT_NAME, Heartbeat, install_heartbeat
 from shared.runtime import ModelFailure, StageDefinition, StageRuntime
 from shared.schema import StageJob
 from shared.settings import Settings, get_settings
@@ -63,6 +65,11 @@ def create_worker_app(
 ) -> Celery:
     stage = definition.name
     app = make_celery(settings, name=f"faceval-{stage}")
+    # The liveness probe (shared/probes.py) reads this: the consumer loop's beat and how long
+    # the oldest running job has run. One file per stage, so workers sharing a state
+    # directory (the development stack) do not overwrite each other's.
+    heartbeat = Heartbeat(Path(settings.state_dir) / f"{stage}-{HEARTBEAT_NAME}")
+    install_heartbeat(app, heartbeat)
 
     def get_runtime() -> StageRuntime:
         nonlocal runtime
@@ -75,7 +82,8 @@ def create_worker_app(
         job = StageJob.model_validate(payload)
         rt = get_runtime()
         try:
-            outcome = rt.handle(job, published_ns_of(self.request))
+            with heartbeat.job():
+                outcome = rt.handle(job, published_ns_of(self.request))
             if outcome.dead_letter is not None:
                 publish_dead_letter(app, outcome.dead_letter)
                 log.error("%s: job %s/%s dead-lettered", stage, job.transaction_id, job.image)
