@@ -79,6 +79,15 @@ def make_celery(settings: Settings, name: str = "faceval") -> Celery:
     return app
 
 
+def declare_queues(app: Celery) -> None:
+    """Declare every stage queue and the dead-letter queue now (idempotent): the broker's
+    queue metrics, and the dashboards' dead-letter panel, exist before the first letter."""
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        for queue in app.conf.task_queues:
+            queue.bind(channel).declare()
+
+
 def publish_job(app: Celery, stage: StageName, job: StageJob) -> None:
     """Publish one image's job for a stage (persistent message, publish time in a header)."""
     queue = queue_name(stage, app.conf.faceval_queue_prefix)

@@ -17,7 +17,13 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.messaging import PUBLISHED_HEADER, make_celery, publish_dead_letter, publish_job
+from shared.messaging import (
+    PUBLISHED_HEADER,
+    declare_queues,
+    make_celery,
+    publish_dead_letter,
+    publish_job,
+)
 from shared.models_registry import ModelNotReady, Registry
 from shared.pipeline import METRICS_PORT, next_stage, queue_name, task_name
 from shared.probes import HEARTBEAT_NAME, Heartbeat, install_heartbeat
@@ -129,6 +135,7 @@ def run_worker(definition: StageDefinition, settings: Settings | None = None) ->
     runtime = StageRuntime(definition, settings)
     runtime.models()
     app = create_worker_app(definition, settings, runtime)
+    declare_queues(app)
     port = settings.metrics_port or METRICS_PORT[definition.name]
     start_http_server(port, addr="0.0.0.0")
     log.info("%s worker: metrics on :%d, consuming %s", definition.name, port,
