@@ -142,6 +142,8 @@ class ImageRecord:
     notes: tuple[Mapping[str, Any], ...] = ()
     face: Face | None = None
     embedding: Embedding | None = None
+    #: Rejections left to a later stage to decide (each names it in `decide_at`).
+    deferred: tuple[Mapping[str, Any], ...] = ()
 
     def values(self, model: str) -> Mapping[str, float]:
         """The scores one model gave (empty when it did not run)."""
@@ -155,6 +157,8 @@ class ImageRecord:
         }
         if self.notes:
             data["notes"] = [dict(n) for n in self.notes]
+        if self.deferred:
+            data["deferred"] = [dict(d) for d in self.deferred]
         if "face" in provides and self.face is not None:
             data["face"] = self.face.to_dict()
         if "embedding" in provides and self.embedding is not None:
@@ -169,6 +173,7 @@ class ImageRecord:
             reasons=tuple(data.get("reasons", ())),
             scores=dict(data.get("scores", {})),
             notes=tuple(data.get("notes", ())),
+            deferred=tuple(data.get("deferred", ())),
             face=Face.from_dict(face) if isinstance(face, Mapping) else None,
             embedding=Embedding.from_dict(embedding) if isinstance(embedding, Mapping) else None,
         )
@@ -192,6 +197,11 @@ class StageDefinition:
     provides: frozenset[Provision] = frozenset()
     #: Runs once both images passed the stage; its rejections reject the pair.
     pair_check: PairCheck | None = None
+    #: Reason codes this stage finds but leaves to a later stage (`decide_at`) to decide:
+    #: the detector's framing findings wait for the accessory stage, so a masked face that
+    #: is also small or turned is reported as masked, the more useful answer.
+    defer: frozenset[str] = frozenset()
+    decide_at: StageName | None = None
 
 
 @dataclass(frozen=True)
@@ -231,9 +241,11 @@ def decide(
     near: ImageRecord,
     far: ImageRecord,
     policy: Policy,
+    carried: Sequence[Mapping[str, Any]] = (),
 ) -> Decision:
     """THE decision of one stage: any error wins, then any rejection of either image, then
-    the stage's pair check; otherwise the stage passes."""
+    the rejections earlier stages left to this one (`carried`), then the stage's pair
+    check; otherwise the stage passes."""
     stage = definition.name
     records = {"near": near, "far": far}
     errors = [
@@ -252,6 +264,8 @@ def decide(
     ]
     if rejections:
         return Decision("reject", rejections)
+    if carried:
+        return Decision("reject", [dict(r) for r in carried])
     if definition.pair_check is None:
         return Decision("pass", [])
     try:
@@ -268,6 +282,27 @@ def decide(
         if not reported_only(r.to_dict(), policy)
     ]
     return Decision("reject" if reasons else "pass", reasons, scores)
+
+
+def carried_to(
+    stage: StageName, earlier: Mapping[str, Mapping[ImageSide, ImageRecord]]
+) -> list[dict[str, Any]]:
+    """The rejections earlier stages left for `stage` to decide, labelled with their own
+    stage and image (they are decided here, but found there)."""
+    return [
+        {k: v for k, v in {**reason, "image": side, "stage": name}.items() if k != "decide_at"}
+        for name, records in earlier.items()
+        for side, record in records.items()
+        for reason in record.deferred
+        if reason.get("decide_at") == stage
+    ]
+
+
+def decided_by(decision: Decision, stage: StageName) -> str | None:
+    """The stage whose rule ended the transaction (a carried rejection names its own)."""
+    if decision.outcome == "pass":
+        return None
+    return str(decision.reasons[0].get("stage") or stage) if decision.reasons else stage
 
 
 def _ms(ns: int) -> float:
@@ -303,6 +338,7 @@ def analyze_image(
     scores: dict[str, dict[str, Any]] = {}
     reasons: list[dict[str, Any]] = []
     notes: list[dict[str, Any]] = []
+    deferred: list[dict[str, Any]] = []
     times: dict[str, float] = {}
     embedding: Embedding | None = None
     for model in models:
@@ -338,9 +374,16 @@ def analyze_image(
             embedding = result.embedding
         for rejection in result.rejections:
             item = {**rejection.to_dict(), "model": model.key}
-            (notes if reported_only(item, policy) else reasons).append(item)
+            if reported_only(item, policy):
+                notes.append(item)
+            elif rejection.code in definition.defer and definition.decide_at is not None:
+                deferred.append({**item, "decide_at": definition.decide_at})
+            else:
+                reasons.append(item)
     verdict: Verdict = "reject" if reasons else "pass"
-    record = ImageRecord(verdict, tuple(reasons), scores, tuple(notes), face, embedding)
+    record = ImageRecord(
+        verdict, tuple(reasons), scores, tuple(notes), face, embedding, tuple(deferred)
+    )
     return Analysis(record, times)
 
 
@@ -363,10 +406,11 @@ class PipelineRun:
     stages: dict[str, StageRun] = field(default_factory=dict)
     summary: Summary = codes.ACCEPTED
     decided_by: str | None = None
+    final_reasons: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def reasons(self) -> list[dict[str, Any]]:
-        return self.stages[self.decided_by].decision.reasons if self.decided_by else []
+        return self.final_reasons
 
     @property
     def floor_s(self) -> float:
@@ -418,11 +462,14 @@ class InProcessPipeline:
                 if "face" in definition.provides and record.face is not None:
                     faces[side] = record.face
                 records[side] = record
-            decision = decide(definition, records["near"], records["far"], policy)
+            earlier = {name: stage.records for name, stage in run.stages.items()}
+            carried = carried_to(definition.name, earlier)
+            decision = decide(definition, records["near"], records["far"], policy, carried)
             run.stages[definition.name] = StageRun(records, decision, seconds, model_seconds)
             if decision.outcome != "pass":
                 run.summary = decision.summary
-                run.decided_by = definition.name
+                run.decided_by = decided_by(decision, definition.name)
+                run.final_reasons = decision.reasons
                 break
             if until is not None and definition.name == until:
                 break

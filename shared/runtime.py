@@ -30,6 +30,7 @@ from shared.pipeline import (
     StageDefinition,
     StageName,
     analyze_image,
+    carried_to,
     decide,
     next_stage,
 )
@@ -243,7 +244,9 @@ class StageRuntime:
                 self.async_blobs,
                 tid,
                 transactions.summary_of(decision),
-                decided_by=None if decision["outcome"] == "pass" else self.stage,
+                decided_by=None
+                if decision["outcome"] == "pass"
+                else str((decision["reasons"] or [{}])[0].get("stage") or self.stage),
                 reasons=decision["reasons"],
                 retain_images_seconds=self.settings.dead_letter_image_ttl_seconds
                 if failed
@@ -275,7 +278,13 @@ class StageRuntime:
             records[side] = dataclasses.replace(record, face=face)
         raw_policy = doc.get("policy")
         policy = Policy.from_dict(raw_policy) if raw_policy else Policy.build(self.settings)
-        return decide(self.definition, records["near"], records["far"], policy)
+        earlier = {
+            name: {side: ImageRecord.from_dict(stage[side]) for side in IMAGE_SIDES}
+            for name, stage in doc.get("stages", {}).items()
+            if name != self.stage and all(stage.get(side) for side in IMAGE_SIDES)
+        }
+        carried = carried_to(self.stage, earlier)
+        return decide(self.definition, records["near"], records["far"], policy, carried)
 
     def mark_advanced(self, tid: str) -> None:
         self._loop.run(self.store.mark_advanced(tid, self.stage))

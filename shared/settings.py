@@ -100,11 +100,11 @@ class Settings(BaseSettings):
     detector_score_threshold: float = 0.8
     #: Framing (services/face_detector/framing.py; measured in docs/models.md, Framing).
     #: Web and phone photos are often tight crops: the face may spill 40 % of its size past
-    #: the border (landmarks must stay inside) and be 48 px wide before it is refused.
+    #: the border (landmarks must stay inside) and be 40 px wide before it is refused.
     #: The ratio is face height over image height, a floor a far capture clears; the
     #: near/far relation is the pair rule (far face at most `max_far_to_near_face` times
     #: the near one's size).
-    min_face_px: int = 48
+    min_face_px: int = 40
     min_face_ratio: float = 0.05
     face_border_margin: float = 0.40
     max_far_to_near_face: float = 1.25
@@ -126,10 +126,10 @@ class Settings(BaseSettings):
     #: Quality limits from `faceval calibrate quality` on 1,721 real genuine photos (the
     #: percentile each sits at: docs/models.md, Framing and quality limits); brightness
     #: and contrast are of the skin. NIQE does not track blur on face crops: reported only.
-    quality_min_sharpness: float = 16.0
+    quality_min_sharpness: float = 12.0
     quality_min_brightness: float = 40.0
-    quality_max_brightness: float = 225.0
-    quality_min_contrast: float = 0.03
+    quality_max_brightness: float = 240.0
+    quality_min_contrast: float = 0.025
     #: Blur and SVD scores overlap sharpness and BRISQUE (every blurred sample trips those
     #: too) and each cost ~1 % of genuine tight crops: recorded, not judged.
     quality_max_blur_score: float | None = None

@@ -82,4 +82,8 @@ STAGE = StageDefinition(
     needs_face=False,
     provides=frozenset({"face"}),
     pair_check=pair_check,
+    # Framing findings are decided after the accessory stage (see StageDefinition.defer):
+    # "no face" is final here; a small, cut-off, turned or accompanied face goes on first.
+    defer=frozenset({"face_too_small", "face_cut_off", "head_pose", "multiple_faces"}),
+    decide_at="accessory",
 )

@@ -138,3 +138,36 @@ def test_every_code_is_documented_in_the_api_docs() -> None:
         assert f"| {summary.code} | `{summary.reason}` |" in text
     for error in codes.UPLOAD_ERRORS:
         assert f"| `{error.code}` | {error.http_status} |" in text
+
+
+def test_findings_a_stage_defers_are_decided_after_the_later_stages_own() -> None:
+    from shared.analysis import Face, ModelInfo, ModelResult
+    from shared.pipeline import analyze_image, carried_to, decided_by
+
+    face = Face(0, 0, 10, 10, 0.9, ((1, 1), (2, 1), (1.5, 2), (1, 3), (2, 3)))
+
+    class Small:
+        key, info = "detector", ModelInfo("d", "1")
+
+        def analyze(self, image: Any, f: Any) -> ModelResult:
+            return ModelResult({}, [Rejection("face_too_small", "20 px")], face=face)
+
+    detector = StageDefinition(
+        name="face_detector",
+        build_models=lambda _: [],
+        needs_face=False,
+        provides=frozenset({"face"}),
+        defer=frozenset({"face_too_small"}),
+        decide_at="accessory",
+    )
+    image = __import__("numpy").zeros((8, 8, 3), "uint8")
+    record = analyze_image(detector, [Small()], image, None, Policy()).record
+    assert record.verdict == "pass" and record.deferred[0]["code"] == "face_too_small"
+    carried = carried_to("accessory", {"face_detector": {"near": record, "far": record}})
+    masked = _result("reject", "face_mask", subject="face_mask")
+    first = decide(_stage("accessory"), masked, _result("pass"), Policy(), carried)
+    assert first.summary.reason == "face_mask"  # the later stage's own finding wins
+    later = decide(_stage("accessory"), _result("pass"), _result("pass"), Policy(), carried)
+    assert later.summary.reason == "face_too_small"
+    assert decided_by(later, "accessory") == "face_detector"
+    assert {r["image"] for r in later.reasons} == {"near", "far"}
