@@ -210,10 +210,10 @@ def summarise(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     }
 
     accessory_rows = {}
-    reached = [o for o in genuine if o.reason not in ("no_face", "multiple_faces")]
+    reached = [o for o in genuine if o.reason != "no_face"]
     for accessory in ACCESSORIES:
         label = LABEL_OF_ACCESSORY[accessory]
-        positives = [o for o in by_label.get(label, []) if o.decided_by != "face_detector"]
+        positives = [o for o in by_label.get(label, []) if o.reason != "no_face"]
         detected = [o for o in positives if accessory in o.accessories]
         rejected_as = [
             o for o in positives if o.reason == accessory and o.decided_by == "accessory"
