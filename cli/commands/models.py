@@ -37,8 +37,20 @@ def models_rows(registry: Registry) -> list[tuple[str, ...]]:
     return rows
 
 
+def _registry() -> Registry:
+    """The registry, or a clear exit when its manifest cannot be read."""
+    try:
+        return Registry.from_settings(get_settings())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(
+            f"faceval models: cannot read the model manifest ({exc}); set "
+            "FACEVAL_MODEL_MANIFEST to a manifest.toml, or FACEVAL_MODEL_DIR to a folder "
+            "holding one (the bundled models/manifest.toml is used by default)"
+        ) from exc
+
+
 def cmd_models_list(args: argparse.Namespace) -> int:
-    registry = Registry.from_settings(get_settings())
+    registry = _registry()
     print(f"manifest {registry.manifest.path}; model directory {registry.model_dir.resolve()}")
     header = ("model", "stage", "task", "version", "status", "source", "file")
     rows = [row[:7] for row in models_rows(registry)]
@@ -104,7 +116,7 @@ def pull(registry: Registry, names: list[str], download: bool) -> list[tuple[str
 
 
 def cmd_models_pull(args: argparse.Namespace) -> int:
-    registry = Registry.from_settings(get_settings())
+    registry = _registry()
     outcomes = pull(registry, args.names, args.download)
     for name, outcome in outcomes:
         print(f"{name}: {outcome}")
