@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install models services browser tools demo up test unit integration lint format bench clean audit fuzz chaos image
+.PHONY: eval-docs install models services browser tools demo up test unit integration lint format bench clean audit fuzz chaos image
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -76,6 +76,13 @@ audit: install
 ## Coverage-guided fuzzing of the upload path for a bounded time (FUZZ_SECONDS, default 60).
 fuzz: install
 	$(BIN)/python fuzz/fuzz_upload.py -max_total_time=$${FUZZ_SECONDS:-60} fuzz/corpus
+
+## The decision figures in docs/models.md (faceval eval pipeline on the real photos beside the
+## repository: ../shared/data); about 10 minutes on 2 cores.
+eval-docs: install models
+	$(BIN)/faceval eval pipeline ../shared/data/masks ../shared/data/lfw-fold0 \
+		--default-label genuine --jobs 2 --json docs/img/eval_pipeline.json \
+		--chart docs/img/eval_pipeline.png --docs docs/models.md
 
 ## Benchmarks: pipeline overhead against a raw broker chain and in-process models, early
 ## termination, per-stage model cost and the gateway (about 10 minutes on 2 cores); writes

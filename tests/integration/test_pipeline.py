@@ -306,8 +306,16 @@ def test_cli_submit_prints_the_result_json(
     near, far = written["no_face"]
     done = subprocess.run(
         [sys.executable, "-c", "from cli.main import main; main()", "submit", str(near),
-         str(far), "--key", client_a.key, "--url", stack.url],
+         str(far), "--key", client_a.key, "--url", stack.url, "--json"],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["summary_reason"] == "no_face"
+    short = subprocess.run(
+        [sys.executable, "-c", "from cli.main import main; main()", "submit", str(near),
+         str(far), "--key", client_a.key, "--url", stack.url],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert short.returncode == 0, short.stderr
+    first = short.stdout.splitlines()[0]
+    assert ": no_face (decided by face_detector) code 10" in first

@@ -95,7 +95,9 @@ def label_of(relative: Path) -> str | None:
     return None
 
 
-def load_samples(root: Path, labels_csv: Path | None = None) -> list[Sample]:
+def load_samples(
+    root: Path, labels_csv: Path | None = None, default_label: str | None = None
+) -> list[Sample]:
     if labels_csv is not None:
         base = labels_csv.parent
         with labels_csv.open(newline="") as handle:
@@ -112,7 +114,7 @@ def load_samples(root: Path, labels_csv: Path | None = None) -> list[Sample]:
     for path in sorted(root.rglob("*")):
         if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
             continue
-        label = label_of(path.relative_to(root))
+        label = label_of(path.relative_to(root)) or default_label
         if label is not None:
             samples.append(Sample(path, label))
     return samples
@@ -362,6 +364,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("directory", nargs="+", help="labelled folders (sub-folder names)")
     parser.add_argument("--labels", help="CSV path,label[,far] instead of folder names")
+    parser.add_argument(
+        "--default-label",
+        choices=LABELS,
+        help="label of photos under no labelled folder (e.g. genuine for a folder per person)",
+    )
     parser.add_argument("--limit", type=int, help="at most this many photos per label")
     parser.add_argument("--seed", type=int, default=0, help="for --limit's choice")
     parser.add_argument("--jobs", type=int, default=1, help="processes (each loads the models)")
@@ -378,7 +385,8 @@ def run(args: argparse.Namespace) -> int:
         if not root.exists():
             print(f"faceval eval pipeline: {root} does not exist", file=sys.stderr)
             return 2
-        samples += load_samples(root, Path(args.labels) if args.labels else None)
+        labels = Path(args.labels) if args.labels else None
+        samples += load_samples(root, labels, args.default_label)
     samples = limited(samples, args.limit, args.seed)
     if not samples:
         print("faceval eval pipeline: no labelled photos found (folders named "
@@ -406,6 +414,8 @@ def run(args: argparse.Namespace) -> int:
         draw_chart(report, Path(args.chart))
     if args.docs:
         command = "faceval eval pipeline " + " ".join(args.directory)
+        if args.default_label:
+            command += f" --default-label {args.default_label}"
         if args.limit:
             command += f" --limit {args.limit} --seed {args.seed}"
         write_docs(Path(args.docs), text, command + f" --docs {args.docs}")
