@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 PACKAGE_VERSION = version("faceval")
 #: Multipart framing around two images and a few fields.
 BODY_OVERHEAD_BYTES = 64 * 1024
+#: The most files one request carries: an enrolment's three images (a validation has two).
+MAX_FILES_PER_REQUEST = 3
 
 
 def _catalogue_markdown() -> str:
@@ -109,7 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ) -> Response:
         started = time.perf_counter()
         length = request.headers.get("content-length")
-        limit = 2 * settings.max_upload_bytes + BODY_OVERHEAD_BYTES
+        limit = MAX_FILES_PER_REQUEST * settings.max_upload_bytes + BODY_OVERHEAD_BYTES
         if request.method == "POST" and length and length.isdigit() and int(length) > limit:
             # Refused before the body is read: nothing large is parsed or spooled.
             response: Response = JSONResponse(
@@ -132,7 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost: counts body bytes as they arrive (chunked too) and bounds the time to read.
     app.add_middleware(
         BodyGuard,
-        max_bytes=2 * settings.max_upload_bytes + BODY_OVERHEAD_BYTES,
+        max_bytes=MAX_FILES_PER_REQUEST * settings.max_upload_bytes + BODY_OVERHEAD_BYTES,
         timeout=settings.body_read_timeout_seconds,
     )
     return app

@@ -111,7 +111,8 @@ class Store:
     async def recent_client_transactions(self, client_id: str, limit: int) -> list[Doc]:
         cursor = (
             self.transactions.find(
-                {"client_id": client_id},
+                # Validations only: probe images of the subjects API carry `until`.
+                {"client_id": client_id, "until": None},
                 {"status": 1, "summary_code": 1, "summary_reason": 1, "created_at": 1},
             )
             .sort("created_at", DESCENDING)

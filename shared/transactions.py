@@ -145,9 +145,10 @@ async def finalize(
             "finished_at": datetime.fromtimestamp(now_ns / 1e9, UTC),
         },
     )
-    if final is not None:
+    if final is not None and final.get("until") is None:
         # Counted by the one final write that won, before any step that can fail: a retry
-        # finds the transaction ended and must not count it again.
+        # finds the transaction ended and must not count it again. Probe images of the
+        # subjects API (`until` set) are not validations.
         metrics.VALIDATIONS_TOTAL.labels(
             status=str(summary.status), reason=summary.reason, client=str(final["client_id"])
         ).inc()
