@@ -412,3 +412,87 @@ def test_the_page_fits_desktop_and_phone_screens_with_every_result_shown(
         print(f"screenshot: {path} (page {layout['height']} px tall)")
     finally:
         driver.set_window_size(1280, 1600)
+
+
+def _identity_answer(driver: WebDriver, button: str) -> None:
+    driver.find_element(By.ID, button).click()
+    WebDriverWait(driver, RESULT_SECONDS).until(
+        lambda d: d.find_element(By.ID, "enroll-submit").is_enabled()
+        and (d.find_element(By.ID, "identity-result").is_displayed()
+             or d.find_element(By.ID, "identity-error").is_displayed())
+    )  # fmt: skip
+    error = driver.find_element(By.ID, "identity-error")
+    assert not error.is_displayed(), f"the identity panel showed an error: {error.text}"
+
+
+def _facts(driver: WebDriver) -> dict[str, str]:
+    names = driver.find_elements(By.CSS_SELECTOR, "#identity-facts dt")
+    values = driver.find_elements(By.CSS_SELECTOR, "#identity-facts dd")
+    return {name.text: value.text for name, value in zip(names, values, strict=True)}
+
+
+def test_enrols_a_face_verifies_it_searches_and_deletes_it_on_desktop_and_phone(
+    driver: WebDriver,
+    stack: Stack,
+    client_a: ApiClient,
+    samples: dict[str, tuple[SamplePair, Path, Path]],
+    artifacts: Path,
+) -> None:
+    _, near, far = samples["astronaut"]
+    external_id = f"demo-astro-{uuid.uuid4().hex[:6]}"
+    _open(driver, stack, client_a.key)
+    driver.find_element(By.ID, "enroll-external-id").send_keys(external_id)
+    driver.find_element(By.ID, "enroll-file").send_keys(str(near))
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#enroll-thumbs li")) == 1
+    _identity_answer(driver, "enroll-submit")
+    enrolled = _facts(driver)
+    assert enrolled["External ID"] == external_id and enrolled["Photos used"] == "1", enrolled
+    subject_id = enrolled["Subject ID"]
+    listed = driver.find_element(By.CSS_SELECTOR, f'#subjects li[data-subject="{subject_id}"]')
+    assert external_id in listed.text
+    # The new subject is the one chosen to verify against.
+    assert driver.find_element(By.ID, "verify-subject").get_attribute("value") == subject_id
+
+    driver.find_element(By.ID, "probe-file").send_keys(str(far))
+    _identity_answer(driver, "verify-submit")
+    assert driver.find_element(By.ID, "identity-verdict").text == "Match"
+    verified = _facts(driver)
+    assert verified["Same person"] == "yes", verified
+    assert float(verified["Similarity"]) >= float(verified["Threshold"]) > 0, verified
+    assert verified["Model"].startswith("dlib_resnet_v1"), verified
+    _screenshot(driver, artifacts, "identity-verified")
+
+    _identity_answer(driver, "search-submit")
+    best = driver.find_element(By.CSS_SELECTOR, "#search-matches li")
+    assert best.get_attribute("data-subject") == subject_id
+    assert re.search(rf"^{external_id} similarity 0\.\d{{4}} match$", best.text), best.text
+
+    # A photo with no face is refused in words, with the pipeline's reason.
+    driver.find_element(By.ID, "probe-file").send_keys(str(samples["no_face"][1]))
+    driver.find_element(By.ID, "verify-submit").click()
+    error = driver.find_element(By.ID, "identity-error")
+    WebDriverWait(driver, RESULT_SECONDS).until(lambda _: error.is_displayed())
+    assert error.get_attribute("data-code") == "unusable_image"
+    assert "no usable face in the photo: no face was found" in error.text, error.text
+
+    driver.set_window_size(390, 844)
+    try:
+        viewport = driver.execute_script("return document.documentElement.clientWidth")
+        assert abs(viewport - 390) < 40, f"the window did not take the size: {viewport}"
+        layout = driver.execute_script(_OVERFLOW)
+        assert layout["scrollWidth"] <= layout["width"], layout
+        assert layout["outside"] == [], layout
+        path = artifacts / "identity-390px.png"
+        driver.set_window_size(390, int(layout["height"]) + 160)
+        assert driver.save_screenshot(str(path))
+        print(f"screenshot: {path}")
+    finally:
+        driver.set_window_size(1280, 1600)
+
+    listed = driver.find_element(By.CSS_SELECTOR, f'#subjects li[data-subject="{subject_id}"]')
+    listed.find_element(By.TAG_NAME, "button").click()
+    driver.switch_to.alert.accept()
+    WebDriverWait(driver, 30).until(
+        lambda d: not d.find_elements(By.CSS_SELECTOR, f'#subjects li[data-subject="{subject_id}"]')
+    )
+    assert client_a.http.get(f"/v1/subjects/{subject_id}").status_code == 404

@@ -129,6 +129,13 @@ function initPhotos() {
   }
 }
 
+// The near/far panels show one photo each; the identity panels take theirs their own way.
+const cameraTakers = {};
+
+function errorBoxOf(side) {
+  return SIDES.includes(side) ? "error" : "identity-error";
+}
+
 function cameraButtons(side, open) {
   const panel = $(`panel-${side}`);
   panel.querySelector(".camera-open").hidden = open;
@@ -138,7 +145,7 @@ function cameraButtons(side, open) {
 }
 
 async function openCamera(side) {
-  hideError();
+  hideError(errorBoxOf(side));
   try {
     const stream = await navigator.mediaDevices.getUserMedia({
       video: { facingMode: "user", width: { ideal: 1280 }, height: { ideal: 960 } },
@@ -150,7 +157,8 @@ async function openCamera(side) {
     await video.play();
     cameraButtons(side, true);
   } catch (err) {
-    showMessage("The camera could not be opened.", `${err.name}: ${err.message}. Choose a file instead.`);
+    showMessage("The camera could not be opened.", `${err.name}: ${err.message}. Choose a file instead.`,
+      "camera", errorBoxOf(side));
   }
 }
 
@@ -171,11 +179,15 @@ function takePhoto(side) {
   canvas.toBlob(
     (blob) => {
       if (!blob) {
-        showMessage("The camera gave no picture.", "Try again, or choose a file.");
+        showMessage("The camera gave no picture.", "Try again, or choose a file.", "camera", errorBoxOf(side));
         return;
       }
-      setPhoto(side, blob, `camera-${side}.jpg`);
-      $(`${side}-file`).value = "";
+      if (cameraTakers[side]) {
+        cameraTakers[side](blob);
+      } else {
+        setPhoto(side, blob, `camera-${side}.jpg`);
+        $(`${side}-file`).value = "";
+      }
       closeCamera(side);
     },
     "image/jpeg",
@@ -245,12 +257,35 @@ const ERROR_WORDS = {
   service_unavailable: "FaceVal is busy or one of its services is down. Try again shortly.",
   overloaded: "FaceVal has too much work queued right now. Try again shortly.",
   invalid_request: "FaceVal could not understand the request.",
+  unusable_image: "FaceVal found no usable face in the photo.",
+  needs_reenrollment: "This subject was enrolled with another face model: enrol the person again.",
+};
+
+//: Why a photo was unusable (detail.reason of 422 unusable_image), in words.
+const REASON_WORDS = {
+  no_face: "no face was found",
+  multiple_faces: "there is more than one face",
+  face_too_small: "the face is too small",
+  face_cut_off: "the face is cut off by the border",
+  head_pose: "the head is turned too far from the camera",
+  face_mask: "a face mask covers the nose or mouth",
+  sunglasses: "sunglasses cover the eyes",
+  hat: "a hat or head covering hides the brows",
+  glasses: "glasses are not allowed by this key's policy",
+  accessory_detected: "an accessory covers the face",
+  low_quality: "the image quality is too low",
 };
 
 function errorWords(status, body, response) {
   if (status === 429 || (body && body.code === "rate_limited")) {
     const wait = response && response.headers.get("Retry-After");
     return `Too many requests: the rate limit for this key was reached.${wait ? ` Try again in ${wait} s.` : ""}`;
+  }
+  if (body && body.code === "unusable_image") {
+    const detail = body.detail || {};
+    const why = REASON_WORDS[detail.reason] || (detail.reason ? `it was rejected: ${detail.reason}` : "");
+    const which = detail.image && detail.image !== "image" ? ` (${detail.image})` : "";
+    return `FaceVal found no usable face in the photo${which}${why ? `: ${why}` : ""}.`;
   }
   if (body && ERROR_WORDS[body.code]) return ERROR_WORDS[body.code];
   if (status === 413) return ERROR_WORDS.file_too_large;
@@ -259,23 +294,23 @@ function errorWords(status, body, response) {
   return "FaceVal refused the request.";
 }
 
-function showMessage(words, detail, code) {
-  const box = $("error");
+function showMessage(words, detail, code, boxId = "error") {
+  const box = $(boxId);
   box.replaceChildren(el("strong", words));
   if (detail) box.append(" ", el("span", detail, "detail"));
   box.dataset.code = code || "";
   box.hidden = false;
 }
 
-function showApiError(status, body, response) {
+function showApiError(status, body, response, boxId = "error", words = null) {
   const code = (body && body.code) || `http_${status}`;
   const message = (body && body.message) || (response ? response.statusText : "");
-  showMessage(errorWords(status, body, response), `(${code}: ${message})`, code);
+  showMessage(words || errorWords(status, body, response), `(${code}: ${message})`, code, boxId);
 }
 
-function hideError() {
-  $("error").hidden = true;
-  $("error").replaceChildren();
+function hideError(boxId = "error") {
+  $(boxId).hidden = true;
+  $(boxId).replaceChildren();
 }
 
 class ApiFailure extends Error {
@@ -299,6 +334,7 @@ async function call(path, options) {
     throw new ApiFailure(0, { code: "network_error", message: `Cannot reach the gateway at ${API.origin}.` });
   }
   let body = null;
+  if (response.status === 204) return null;
   try {
     body = await response.json();
   } catch (err) {
@@ -308,12 +344,12 @@ async function call(path, options) {
   return body;
 }
 
-function reportFailure(err) {
+function reportFailure(err, boxId = "error", words = null) {
   if (err instanceof ApiFailure) {
-    if (err.status === 0) showMessage("Cannot reach FaceVal.", err.body.message, "network_error");
-    else showApiError(err.status, err.body, err.response);
+    if (err.status === 0) showMessage("Cannot reach FaceVal.", err.body.message, "network_error", boxId);
+    else showApiError(err.status, err.body, err.response, boxId, words);
   } else {
-    showMessage("Something went wrong in this page.", String(err));
+    showMessage("Something went wrong in this page.", String(err), "page_error", boxId);
   }
 }
 
@@ -590,10 +626,289 @@ function initHistory() {
   renderHistory();
 }
 
+// --- identity: subjects, 1:1 verify and 1:N search ----------------------------------------
+
+const MAX_ENROLL = 3;
+const enrollPhotos = []; // [{ blob, name, url }]
+let probePhoto = null; // { blob, name }
+let identityBusy = false;
+
+function setIdentityBusy(text) {
+  identityBusy = Boolean(text);
+  $("identity-busy").textContent = text;
+  for (const id of ["enroll-submit", "verify-submit", "search-submit"]) $(id).disabled = identityBusy;
+}
+
+function similarity(value) {
+  return typeof value === "number" ? value.toFixed(4) : "–";
+}
+
+function renderEnrollThumbs() {
+  const items = enrollPhotos.map((photo, index) => {
+    const li = el("li");
+    const img = el("img");
+    img.src = photo.url;
+    img.alt = `Photo ${index + 1} to enrol: ${photo.name}`;
+    const remove = el("button", "Remove");
+    remove.type = "button";
+    remove.setAttribute("aria-label", `Remove ${photo.name}`);
+    remove.addEventListener("click", () => {
+      URL.revokeObjectURL(photo.url);
+      enrollPhotos.splice(index, 1);
+      $("enroll-file").value = "";
+      renderEnrollThumbs();
+    });
+    li.append(img, el("span", photo.name, "muted"), remove);
+    return li;
+  });
+  $("enroll-thumbs").replaceChildren(...items);
+  $("panel-enroll").querySelector(".camera-open").disabled =
+    enrollPhotos.length >= MAX_ENROLL || !canUseCamera();
+}
+
+function addEnrollPhoto(blob, name) {
+  if (enrollPhotos.length >= MAX_ENROLL) {
+    showMessage(`At most ${MAX_ENROLL} photos per enrolment.`, "Remove one first.", "too_many_photos", "identity-error");
+    return;
+  }
+  enrollPhotos.push({ blob, name, url: URL.createObjectURL(blob) });
+  renderEnrollThumbs();
+}
+
+function setProbePhoto(blob, name) {
+  probePhoto = { blob, name };
+  const img = $("probe-img");
+  if (img.dataset.url) URL.revokeObjectURL(img.dataset.url);
+  img.dataset.url = URL.createObjectURL(blob);
+  $("probe-caption").textContent = `${name} · ${(blob.size / 1024).toFixed(0)} KB`;
+  img.src = img.dataset.url;
+  $("probe-preview").hidden = false;
+}
+
+function canUseCamera() {
+  return Boolean(navigator.mediaDevices && navigator.mediaDevices.getUserMedia);
+}
+
+function needKey() {
+  if (apiKey()) return false;
+  showMessage("An API key is needed.", "Paste it in section 1 above.", "no_key", "identity-error");
+  $("api-key").focus();
+  return true;
+}
+
+function showIdentityResult(title, verdict, facts) {
+  $("identity-result-title").textContent = title;
+  const box = $("identity-verdict");
+  box.hidden = !verdict;
+  if (verdict) {
+    box.textContent = verdict.text;
+    box.className = `verdict verdict-${verdict.status}`;
+    box.dataset.status = verdict.status;
+  }
+  $("identity-facts").replaceChildren(
+    ...facts.flatMap(([name, value]) => [el("dt", name), el("dd", value ?? "–")]),
+  );
+  $("search-matches").hidden = true;
+  $("identity-result").hidden = false;
+}
+
+async function enroll(event) {
+  event.preventDefault();
+  hideError("identity-error");
+  if (needKey()) return;
+  const externalId = $("enroll-external-id").value.trim();
+  if (!externalId) {
+    showMessage("An external ID is needed.", "Your own id for the person, e.g. a document number.", "no_external_id", "identity-error");
+    $("enroll-external-id").focus();
+    return;
+  }
+  if (!enrollPhotos.length) {
+    showMessage("Add 1 to 3 photos of the person first.", "", "no_photo", "identity-error");
+    return;
+  }
+  const form = new FormData();
+  form.append("external_id", externalId);
+  for (const photo of enrollPhotos) form.append("images", photo.blob, photo.name);
+  setIdentityBusy(`Enrolling ${externalId}…`);
+  try {
+    const created = await call("v1/subjects", { method: "POST", body: form });
+    showIdentityResult(`Enrolled ${created.external_id}`, { text: created.replaced ? "Replaced" : "Enrolled", status: "accepted" }, [
+      ["Subject ID", created.subject_id],
+      ["External ID", created.external_id],
+      ["Photos used", created.images_used],
+      ["Model", `${created.model} ${created.model_version || ""}`.trim()],
+      ["Template", created.replaced ? "replaced the earlier enrolment of this external ID" : "new subject"],
+    ]);
+    await loadSubjects(created.subject_id);
+  } catch (err) {
+    reportFailure(err, "identity-error");
+  } finally {
+    setIdentityBusy("");
+  }
+}
+
+function probeForm() {
+  hideError("identity-error");
+  if (needKey()) return null;
+  if (!probePhoto) {
+    showMessage("Add the photo to check first.", "", "no_photo", "identity-error");
+    return null;
+  }
+  const form = new FormData();
+  form.append("image", probePhoto.blob, probePhoto.name);
+  return form;
+}
+
+async function verify() {
+  const subjectId = $("verify-subject").value;
+  const form = probeForm();
+  if (!form) return;
+  if (!subjectId) {
+    showMessage("Choose a subject to verify against.", "Enrol one, or refresh the list below.", "no_subject", "identity-error");
+    return;
+  }
+  const label = $("verify-subject").selectedOptions[0].textContent;
+  setIdentityBusy("Verifying…");
+  try {
+    const result = await call(`v1/subjects/${encodeURIComponent(subjectId)}/verify`, { method: "POST", body: form });
+    showIdentityResult(`Verify against ${label}`, result.match
+      ? { text: "Match", status: "accepted" } : { text: "No match", status: "rejected" }, [
+      ["Same person", result.match ? "yes" : "no"],
+      ["Similarity", similarity(result.similarity)],
+      ["Threshold", similarity(result.threshold)],
+      ["Model", `${result.model} ${result.model_version || ""}`.trim()],
+      ["Subject ID", result.subject_id],
+    ]);
+  } catch (err) {
+    const gone = err instanceof ApiFailure && err.status === 404;
+    reportFailure(err, "identity-error", gone ? "No such subject for this API key (it may have been deleted)." : null);
+    if (gone) loadSubjects();
+  } finally {
+    setIdentityBusy("");
+  }
+}
+
+async function search() {
+  const form = probeForm();
+  if (!form) return;
+  setIdentityBusy("Searching…");
+  try {
+    const result = await call("v1/search?k=5", { method: "POST", body: form });
+    const matches = result.matches || [];
+    showIdentityResult("Search all subjects", null, [
+      ["Matches", matches.length ? `${matches.length} at or above the floor` : "none at or above the floor"],
+      ["Threshold", similarity(result.threshold)],
+      ["Floor", similarity(result.floor)],
+      ["Model", `${result.model} ${result.model_version || ""}`.trim()],
+    ]);
+    $("search-matches").replaceChildren(...matches.map((match) => {
+      const li = el("li", undefined, match.match ? "match" : "near-miss");
+      li.dataset.subject = match.subject_id;
+      li.append(el("strong", match.external_id), " ",
+        el("span", `similarity ${similarity(match.similarity)}`, "similarity"), " ",
+        el("span", match.match ? "match" : "below the threshold", match.match ? "outcome outcome-accepted" : "muted"));
+      return li;
+    }));
+    $("search-matches").hidden = matches.length === 0;
+  } catch (err) {
+    reportFailure(err, "identity-error");
+  } finally {
+    setIdentityBusy("");
+  }
+}
+
+async function loadSubjects(select) {
+  if (!apiKey()) return;
+  const limit = $("subjects-limit").value;
+  try {
+    const page = await call(`v1/subjects?limit=${encodeURIComponent(limit)}`);
+    renderSubjects(page.items || [], Boolean(page.next_after), select);
+  } catch (err) {
+    reportFailure(err, "identity-error");
+  }
+}
+
+function renderSubjects(items, more, select) {
+  const chosen = select || $("verify-subject").value;
+  $("subjects-empty").hidden = items.length > 0;
+  $("subjects-empty").textContent = "No subjects enrolled with this key.";
+  $("subjects").replaceChildren(...items.map((subject) => {
+    const li = el("li");
+    li.dataset.subject = subject.subject_id;
+    const when = subject.updated_at ? new Date(subject.updated_at).toLocaleString() : "";
+    const remove = el("button", "Delete");
+    remove.type = "button";
+    remove.setAttribute("aria-label", `Delete subject ${subject.external_id}`);
+    remove.addEventListener("click", () => deleteSubject(subject));
+    li.append(el("strong", subject.external_id), " ",
+      el("span", `${subject.images_used} photo${subject.images_used === 1 ? "" : "s"} · ${subject.model} ${subject.model_version || ""} · ${when}`, "muted"),
+      el("code", subject.subject_id, "subject-id"), remove);
+    return li;
+  }));
+  if (more) $("subjects").append(el("li", "More subjects exist: show more to see them.", "muted"));
+  const options = items.map((subject) => {
+    const option = el("option", `${subject.external_id} (${subject.subject_id.slice(0, 8)}…)`);
+    option.value = subject.subject_id;
+    return option;
+  });
+  if (!options.length) options.push(el("option", "(no subjects yet: enrol one)"));
+  $("verify-subject").replaceChildren(...options);
+  if (items.some((subject) => subject.subject_id === chosen)) $("verify-subject").value = chosen;
+}
+
+async function deleteSubject(subject) {
+  hideError("identity-error");
+  if (!window.confirm(`Delete subject ${subject.external_id}? Its template is erased for good.`)) return;
+  setIdentityBusy(`Deleting ${subject.external_id}…`);
+  try {
+    await call(`v1/subjects/${encodeURIComponent(subject.subject_id)}`, { method: "DELETE" });
+  } catch (err) {
+    // Already gone is what was asked for: the refreshed list shows it.
+    if (!(err instanceof ApiFailure && err.status === 404)) reportFailure(err, "identity-error");
+  } finally {
+    setIdentityBusy("");
+  }
+  await loadSubjects();
+}
+
+function initIdentity() {
+  $("enroll-file").addEventListener("change", (event) => {
+    const files = Array.from(event.target.files);
+    if (enrollPhotos.length + files.length > MAX_ENROLL) {
+      showMessage(`At most ${MAX_ENROLL} photos per enrolment.`, `The first ${MAX_ENROLL - enrollPhotos.length} were kept.`, "too_many_photos", "identity-error");
+    } else {
+      hideError("identity-error");
+    }
+    for (const file of files.slice(0, MAX_ENROLL - enrollPhotos.length)) addEnrollPhoto(file, file.name);
+  });
+  $("probe-file").addEventListener("change", (event) => {
+    const file = event.target.files[0];
+    if (file) setProbePhoto(file, file.name);
+  });
+  cameraTakers.enroll = (blob) => addEnrollPhoto(blob, `camera-${enrollPhotos.length + 1}.jpg`);
+  cameraTakers.probe = (blob) => {
+    setProbePhoto(blob, "camera-probe.jpg");
+    $("probe-file").value = "";
+  };
+  $("enroll-form").addEventListener("submit", enroll);
+  $("probe-form").addEventListener("submit", (event) => { event.preventDefault(); verify(); });
+  $("verify-submit").addEventListener("click", verify);
+  $("search-submit").addEventListener("click", search);
+  $("subjects-refresh").addEventListener("click", () => {
+    hideError("identity-error");
+    if (!needKey()) loadSubjects();
+  });
+  $("subjects-limit").addEventListener("change", () => loadSubjects());
+  $("api-key").addEventListener("change", () => loadSubjects());
+  window.addEventListener("hashchange", () => loadSubjects());
+  loadSubjects();
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   initKey();
   initPhotos();
   initHistory();
+  initIdentity();
   $("submit-form").addEventListener("submit", submit);
   document.body.dataset.ready = "true";
 });
