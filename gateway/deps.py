@@ -87,4 +87,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {s: ERROR_RESPONSES[s] for s in statuses}
+    """The route's own error statuses, plus what any route can answer: 500 and 503 (a
+    backing store failed) and, for a request with a body, 408 (sent too slowly)."""
+    always = {500, 503}
+    return {s: ERROR_RESPONSES[s] for s in sorted({*statuses, *always})}

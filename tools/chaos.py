@@ -36,6 +36,7 @@ from typing import Any
 import httpx
 import redis
 
+from gateway.app import BODY_OVERHEAD_BYTES, MAX_FILES_PER_REQUEST
 from shared.imaging import encode_jpeg
 from shared.pipeline import STAGES
 from shared.storage import Doc, Store
@@ -262,7 +263,7 @@ class Chaos:
         )
 
     def phase_hostile(self, _: int) -> None:
-        limit = 2 * self.stack.settings.max_upload_bytes + 64 * 1024
+        limit = MAX_FILES_PER_REQUEST * self.stack.settings.max_upload_bytes + BODY_OVERHEAD_BYTES
         sent, status = oversize_chunked_upload(self.stack.port, self.key, 100 * 2**20)
         slow_head = slowloris_head(self.stack.port)
         slow_body = stalled_body(self.stack.port, self.key)

@@ -62,7 +62,7 @@ async def _one_image(d: Deps, who: Client, image: UploadFile, service: str) -> T
     "/v1/subjects",
     status_code=201,
     response_model=SubjectCreated,
-    responses=error_responses(400, 401, 413, 415, 422, 429, 503),
+    responses=error_responses(400, 401, 408, 413, 415, 422, 429),
     summary="Enrol a subject (or replace its template) from 1 to 3 images",
 )
 async def enrol(
@@ -170,7 +170,7 @@ async def delete_subject(subject_id: str, d: DepsDep, who: ClientDep) -> Respons
 @router.post(
     "/v1/subjects/{subject_id}/verify",
     response_model=Verification,
-    responses=error_responses(400, 401, 404, 409, 413, 415, 422, 429, 503),
+    responses=error_responses(400, 401, 404, 408, 409, 413, 415, 422, 429),
     summary="1:1: is the face in this image the subject?",
 )
 async def verify(
@@ -210,7 +210,7 @@ async def verify(
 @router.post(
     "/v1/search",
     response_model=SearchResult,
-    responses=error_responses(400, 401, 413, 415, 422, 429, 503),
+    responses=error_responses(400, 401, 408, 413, 415, 422, 429),
     summary="1:N: this client's subjects most similar to the face, best first",
 )
 async def search(

@@ -21,7 +21,7 @@ router = APIRouter(tags=["validations"])
     responses={
         200: {"model": ValidationResult, "description": "Finished within `wait`."},
         202: {"model": Accepted, "description": "Accepted; poll the status URL."},
-        **error_responses(400, 401, 408, 413, 415, 422, 429, 503),
+        **error_responses(400, 401, 404, 408, 413, 415, 422, 429),
     },
     summary="Submit a near and a far selfie for validation",
 )

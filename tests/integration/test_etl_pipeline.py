@@ -29,6 +29,7 @@ from etl.files import Manifest, write_extract
 from etl.pipeline import Options
 from etl.staging import Staging
 from etl.warehouse import DuckDBWarehouse
+from shared.pipeline import STAGES
 from shared.settings import Settings
 from shared.storage import Doc
 from tests.integration.conftest import ApiClient, submit, wait_final
@@ -136,12 +137,7 @@ def test_etl_run_reports_real_pipeline_transactions_anonymised_and_idempotently(
     report = json.loads((out / "report.json").read_text())
     clients = {c["client"]: c for c in report["acceptance"]["per_client"]}
     assert clients[docs[0]["convenio"] if docs[0] else ""]["accepted"] >= 1
-    assert report["bottlenecks"]["top_bottleneck"]["service"] in (
-        "face_detector",
-        "accessory",
-        "quality",
-        "pad",
-    )
+    assert report["bottlenecks"]["top_bottleneck"]["service"] in STAGES
     assert report["retries"]["processes"] >= 2
 
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)

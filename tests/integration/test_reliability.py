@@ -82,7 +82,7 @@ def test_a_poison_job_is_dead_lettered_and_can_be_listed_and_requeued(
     assert stored is not None
     assert stored["stages"]["accessory"]["near"]["attempts"] == stack.settings.max_job_attempts
     assert (
-        stored["stages"]["accessory"]["near"]["scores"]["accessory_detector"]["status"] == "error"
+        stored["stages"]["accessory"]["near"]["scores"]["accessory_classifier"]["status"] == "error"
     )
 
     listed = cli("deadletters", "list")
