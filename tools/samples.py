@@ -114,6 +114,11 @@ def sunglasses_pair() -> tuple[Image, Image]:
     return dark_sunglasses(near, _landmarks(near)), dark_sunglasses(far, _landmarks(far))
 
 
+def two_people_pair() -> tuple[Image, Image]:
+    """Near: the astronaut; far: the group member, another person (a swapped capture)."""
+    return astronaut_pair()[0], group_member_pair()[1]
+
+
 SAMPLES: tuple[SamplePair, ...] = (
     SamplePair("astronaut", "accepted", None, astronaut_pair),
     SamplePair("group_member", "accepted", None, group_member_pair),
@@ -122,6 +127,7 @@ SAMPLES: tuple[SamplePair, ...] = (
     SamplePair("blurred", "low_quality", "quality", blurred_pair),
     SamplePair("masked", "face_mask", "accessory", masked_pair),
     SamplePair("sunglasses", "sunglasses", "accessory", sunglasses_pair),
+    SamplePair("two_people", "face_mismatch", "identity", two_people_pair),
 )
 
 
