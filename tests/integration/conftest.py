@@ -8,6 +8,7 @@ same machine is never disturbed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -200,3 +201,49 @@ def client_id(stack: Stack, client: ApiClient) -> str:
         return str(found["_id"])
 
     return str(with_store(stack, find))
+
+
+@contextlib.contextmanager
+def running_prometheus(config: Path, directory: Path) -> Iterator[httpx.Client]:
+    """Debian's Prometheus on a free port with this config, until the block ends."""
+    from tests.deploy.catalogue import tool
+
+    port = free_port()
+    log = (directory / "prometheus.log").open("wb")
+    process = subprocess.Popen(
+        [tool("prometheus"), f"--config.file={config}",
+         f"--storage.tsdb.path={directory / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+
+    def ready() -> bool:
+        assert process.poll() is None, f"Prometheus exited with {process.returncode}"
+        try:
+            return client.get("/-/ready").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(ready, 60, "Prometheus did not become ready")
+        yield client
+    finally:
+        client.close()
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        log.close()
+
+
+def prom_query(client: httpx.Client, expr: str) -> list[dict[str, Any]]:
+    """An instant query's result; the query must parse and succeed."""
+    response = client.get("/api/v1/query", params={"query": expr})
+    assert response.status_code == 200, f"{expr}: {response.text}"
+    body = response.json()
+    assert body["status"] == "success", body
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result

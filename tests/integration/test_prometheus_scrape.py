@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,16 @@ from tests.deploy.catalogue import (
     PROMETHEUS_DIR,
     RULE_FILES,
     grafana_to_promql,
-    tool,
 )
-from tests.integration.conftest import ApiClient, submit, wait_final, wait_for
-from tools.stack import Stack, free_port
+from tests.integration.conftest import (
+    ApiClient,
+    prom_query,
+    running_prometheus,
+    submit,
+    wait_final,
+    wait_for,
+)
+from tools.stack import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -63,45 +68,12 @@ def _render_config(stack: Stack, directory: Path) -> Path:
 
 @pytest.fixture
 def prometheus(stack: Stack, tmp_path: Path) -> Iterator[httpx.Client]:
-    binary = tool("prometheus")
-    port = free_port()
     config = _render_config(stack, tmp_path)
-    log = (tmp_path / "prometheus.log").open("wb")
-    process = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
-    try:
-        wait_for(lambda: _ready(client, process), 60, "Prometheus did not become ready")
+    with running_prometheus(config, tmp_path) as client:
         yield client
-    finally:
-        client.close()
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-        log.close()
 
 
-def _ready(client: httpx.Client, process: subprocess.Popen[bytes]) -> bool:
-    assert process.poll() is None, f"Prometheus exited with {process.returncode}"
-    try:
-        return client.get("/-/ready").status_code == 200
-    except httpx.TransportError:
-        return False
-
-
-def _query(client: httpx.Client, expr: str) -> list[dict[str, Any]]:
-    response = client.get("/api/v1/query", params={"query": expr})
-    assert response.status_code == 200, f"{expr}: {response.text}"
-    body = response.json()
-    assert body["status"] == "success"
-    result: list[dict[str, Any]] = body["data"]["result"]
-    return result
+_query = prom_query
 
 
 def _value(client: httpx.Client, expr: str) -> float | None:

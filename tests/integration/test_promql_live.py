@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,9 +31,15 @@ from tests.deploy.catalogue import (
     RULE_FILES,
     grafana_to_promql,
     metric_names,
-    tool,
 )
-from tests.integration.conftest import ApiClient, submit, wait_final, wait_for
+from tests.integration.conftest import (
+    ApiClient,
+    prom_query,
+    running_prometheus,
+    submit,
+    wait_final,
+    wait_for,
+)
 from tools.samples import astronaut_pair, blurred_pair, no_face_pair
 from tools.stack import (
     RabbitNode,
@@ -192,46 +197,12 @@ def _render_config(live: Live, directory: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def prometheus(live: Live, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    binary = tool("prometheus")
     directory = tmp_path_factory.mktemp("prometheus")
-    port = free_port()
-    config = _render_config(live, directory)
-    log = (directory / "prometheus.log").open("wb")
-    process = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={directory / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
-    try:
-        wait_for(lambda: _ready(client, process), 60, "Prometheus did not become ready")
+    with running_prometheus(_render_config(live, directory), directory) as client:
         yield client
-    finally:
-        client.close()
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-        log.close()
 
 
-def _ready(client: httpx.Client, process: subprocess.Popen[bytes]) -> bool:
-    assert process.poll() is None, f"Prometheus exited with {process.returncode}"
-    try:
-        return client.get("/-/ready").status_code == 200
-    except httpx.TransportError:
-        return False
-
-
-def _query(client: httpx.Client, expr: str) -> list[dict[str, Any]]:
-    response = client.get("/api/v1/query", params={"query": expr})
-    assert response.status_code == 200, f"{expr}: {response.text}"
-    body = response.json()
-    assert body["status"] == "success", body
-    result: list[dict[str, Any]] = body["data"]["result"]
-    return result
+_query = prom_query
 
 
 def _total(client: httpx.Client, expr: str) -> float:
