@@ -18,6 +18,7 @@ from shared.blobstore import AsyncBlobStore
 from shared.schema import ErrorBody
 from shared.settings import Settings
 from shared.storage import Store
+from shared.vectors import VectorIndex
 
 
 @dataclass
@@ -29,6 +30,8 @@ class Deps:
     waiter: DoneWaiter
     api_hash: str
     depth: QueueDepthWatch
+    #: The subjects' template index, built on first use (gateway/gallery.py).
+    index: VectorIndex | None = None
 
 
 @dataclass(frozen=True)

@@ -15,16 +15,12 @@ from shared.vectors import Match, Vector, VectorIndex, make_index
 
 T = TypeVar("T")
 
-#: One index per gateway process (per app, for tests that build several): built on first
-#: use, so an app that never searches never loads the gallery.
-_INDEXES: dict[int, VectorIndex] = {}
-
 
 def index_of(d: Deps) -> VectorIndex:
-    index = _INDEXES.get(id(d))
-    if index is None:
-        index = _INDEXES[id(d)] = make_index(d.settings)
-    return index
+    """The app's index, built on first use: an app that never searches never loads it."""
+    if d.index is None:
+        d.index = make_index(d.settings)
+    return d.index
 
 
 async def _call(d: Deps, work: Callable[[], T]) -> T:
