@@ -377,13 +377,19 @@ class Stack:
 _INFRASTRUCTURE = ("mongo", "redis")
 
 
-def isolated_stack(state_dir: Path, extra_env: dict[str, str] | None = None) -> Stack:
-    """A stack on servers of its own: a private RabbitMQ node, Redis and MongoDB-wire server
-    on free ports, so faults can be injected into any of them (`Stack.rabbit`). Started and
-    ready; stop it with `stop_isolated`."""
+def isolated_stack(
+    state_dir: Path,
+    extra_env: dict[str, str] | None = None,
+    node: RabbitNode | None = None,
+    ready_seconds: float | None = None,
+) -> Stack:
+    """A stack on servers of its own: a private RabbitMQ node (`node`, already started, or a
+    new one), Redis and MongoDB-wire server on free ports, so faults can be injected into any
+    of them (`Stack.rabbit`). Started and ready; stop it with `stop_isolated`."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    node = RabbitNode(state_dir / "rabbitmq")
-    node.start()
+    if node is None:
+        node = RabbitNode(state_dir / "rabbitmq")
+        node.start()
     port = free_port()
     env = {
         "FACEVAL_BROKER_URL": node.url,
@@ -408,7 +414,10 @@ def isolated_stack(state_dir: Path, extra_env: dict[str, str] | None = None) -> 
         stack.start_redis()
         stack.ensure_infrastructure()
         stack.start_services()
-        stack.wait_ready()
+        if ready_seconds is None:
+            stack.wait_ready()
+        else:
+            stack.wait_ready(ready_seconds)
     except BaseException:
         stop_isolated(stack)
         raise

@@ -16,11 +16,11 @@ import yaml
 from tests.deploy.catalogue import (
     GRAFANA_DIR,
     PROMETHEUS_DIR,
-    RULE_FILES,
     grafana_to_promql,
 )
 from tests.integration.conftest import (
     ApiClient,
+    fast_rule_files,
     prom_query,
     running_prometheus,
     submit,
@@ -52,15 +52,7 @@ def _render_config(stack: Stack, directory: Path) -> Path:
     assert [j["job_name"] for j in jobs] == list(targets)
     config["scrape_configs"] = jobs
     # The repository's rules, evaluated every second instead of every 30.
-    rule_paths = []
-    for path in RULE_FILES:
-        rules = yaml.safe_load(path.read_text())
-        for group in rules["groups"]:
-            group["interval"] = "1s"
-        copy = directory / path.name
-        copy.write_text(yaml.safe_dump(rules))
-        rule_paths.append(str(copy))
-    config["rule_files"] = rule_paths
+    config["rule_files"] = fast_rule_files(directory)
     target = directory / "prometheus.yml"
     target.write_text(yaml.safe_dump(config))
     return target

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,7 +23,6 @@ import pytest
 import yaml
 
 from shared.imaging import encode_jpeg
-from shared.settings import Settings
 from tests.deploy.catalogue import (
     GRAFANA_DIR,
     PROMETHEUS_DIR,
@@ -34,6 +32,7 @@ from tests.deploy.catalogue import (
 )
 from tests.integration.conftest import (
     ApiClient,
+    fast_rule_files,
     prom_query,
     running_prometheus,
     submit,
@@ -47,6 +46,7 @@ from tools.stack import (
     _rabbitmq_program,
     create_client,
     free_port,
+    isolated_stack,
     stop_isolated,
 )
 
@@ -127,31 +127,15 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         pytest.skip("rabbitmq-server not found: apt-get install -y rabbitmq-server")
     state = tmp_path_factory.mktemp("promql-live")
     node, metrics_port = _rabbit_with_metrics(state / "rabbitmq")
-    port = free_port()
     env = {
-        "FACEVAL_BROKER_URL": node.url,
-        "FACEVAL_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-        "FACEVAL_MONGO_URL": f"mongodb://127.0.0.1:{free_port()}/?retryWrites=false",
         "FACEVAL_MONGO_DB": "faceval_promql",
         "FACEVAL_QUEUE_PREFIX": f"faceval-promql-{uuid.uuid4().hex[:8]}",
-        "FACEVAL_STATE_DIR": str(state),
-        "FACEVAL_PORT": str(port),
         "FACEVAL_TRANSACTION_DEADLINE_SECONDS": "90",
     }
-    # The children see the caller's FACEVAL_* variables overridden by these; so must we.
-    merged = {k: v for k, v in os.environ.items() if k.startswith("FACEVAL_")} | env
-    settings = Settings.model_validate(
-        {k.removeprefix("FACEVAL_").lower(): v for k, v in merged.items()}
-    )
-    stack = Stack(settings=settings, port=port, state_dir=state, env=env,
-                  default_metrics_ports=False, rabbit=node)  # fmt: skip
+    stack = isolated_stack(state, env, node=node, ready_seconds=180)
+    settings = stack.settings
     http: httpx.Client | None = None
     try:
-        stack.log_dir.mkdir(parents=True, exist_ok=True)
-        stack.start_redis()
-        stack.ensure_infrastructure()
-        stack.start_services()
-        stack.wait_ready(180)
         name = f"promql-{uuid.uuid4().hex[:6]}"
         _, key = asyncio.run(create_client(settings, name))
         http = httpx.Client(base_url=stack.url, headers={"X-API-Key": key}, timeout=60)
@@ -181,15 +165,7 @@ def _render_config(live: Live, directory: Path) -> Path:
         job.pop("dns_sd_configs", None)
         job["static_configs"] = [{"targets": targets.pop(job["job_name"])}]
     assert not targets, f"jobs missing from prometheus.yml: {sorted(targets)}"
-    rule_paths = []
-    for path in RULE_FILES:
-        rules = yaml.safe_load(path.read_text())
-        for group in rules["groups"]:
-            group["interval"] = "1s"
-        copy = directory / path.name
-        copy.write_text(yaml.safe_dump(rules))
-        rule_paths.append(str(copy))
-    config["rule_files"] = rule_paths
+    config["rule_files"] = fast_rule_files(directory)
     target = directory / "prometheus.yml"
     target.write_text(yaml.safe_dump(config))
     return target
