@@ -12,7 +12,7 @@ sequentially in one process (the headline ratio's baseline), and in one such pro
 core (a stricter ratio: the pipeline's workers use every core).
 
     python -m bench.distribution [--reps 3] [--light-count 16] [--burst-count 32]
-        [--variant default --variant near_far ...]
+        [--variant default --variant serial ...]
 
 Variants change deployment settings only (environment variables), never code: see VARIANTS.
 """
@@ -74,12 +74,12 @@ class Variant:
 THREADS_PER_CORE = dict.fromkeys(NATIVE_THREADS, str(os.cpu_count() or 1))
 
 VARIANTS: dict[str, Variant] = {
-    "default": Variant("production settings: one worker per stage, concurrency 1, "
-                       "one thread per native pool"),
+    "default": Variant("production settings: one worker per stage, concurrency 2 (near and "
+                       "far at once), one thread per native pool"),
     "threads_per_core": Variant("native pools at one thread per core (their own default)",
                                 THREADS_PER_CORE),
-    "near_far": Variant("near and far of a stage at once (FACEVAL_WORKER_CONCURRENCY=2)",
-                        worker_env={"FACEVAL_WORKER_CONCURRENCY": "2"}),
+    "serial": Variant("one image at a time per stage (FACEVAL_WORKER_CONCURRENCY=1)",
+                      worker_env={"FACEVAL_WORKER_CONCURRENCY": "1"}),
     "quality_x2": Variant("two quality workers (the costliest stage)", replicas={"quality": 2}),
 }  # fmt: skip
 

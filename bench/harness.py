@@ -344,6 +344,7 @@ class Driver:
         self.transactions = self.mongo[settings.mongo_db]["transactions"]
         self.celery = make_celery(settings, name="faceval-bench-driver")
         self.listener = DoneListener(settings.redis_url, "faceval:done:")
+        self._jobs: dict[str, list[StageJob]] = {}
 
     def prepare(self, pair: BenchPair) -> str:
         """Images and transaction document in place, nothing published yet."""
@@ -361,14 +362,16 @@ class Driver:
             pipe.set(image_key(tid, "far"), pair.far, ex=self.settings.image_ttl_seconds)
             pipe.execute()
         self.transactions.insert_one(doc)
+        self._jobs[tid] = transactions.first_stage_jobs(doc)
         self.listener.expect([tid])
         return tid
 
     def publish(self, tid: str) -> float:
         """Publish both first-stage jobs; returns the perf_counter time just before."""
+        jobs = self._jobs.pop(tid)
         started = time.perf_counter()
-        for side in ("near", "far"):
-            publish_job(self.celery, STAGES[0], StageJob(transaction_id=tid, image=side))
+        for job in jobs:
+            publish_job(self.celery, STAGES[0], job)
         return started
 
     def wait(self, ids: Sequence[str], timeout: float = DONE_TIMEOUT_S) -> dict[str, float]:

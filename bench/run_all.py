@@ -48,7 +48,7 @@ TARGETS: dict[str, tuple[str, float]] = {
 
 #: The distribution variants run_all measures (bench.distribution.VARIANTS; the others run
 #: with `python -m bench.distribution --variant NAME`), within the 15-minute budget.
-DISTRIBUTION_VARIANTS = ("default", "near_far")
+DISTRIBUTION_VARIANTS = ("default", "serial")
 
 
 def own_cpu_seconds() -> float:

@@ -34,7 +34,7 @@ from shared.messaging import publish_job
 from shared.pipeline import STAGES, Policy
 from shared.pseudonym import pseudonymise
 from shared.results import to_result
-from shared.schema import Accepted, StageJob
+from shared.schema import Accepted
 from shared.storage import PENDING, Doc, expiry, utcnow
 
 log = logging.getLogger(__name__)
@@ -210,7 +210,7 @@ async def create_validation(
             tid, {s: u.data for s, u in images.items()}, ttl=d.settings.image_ttl_seconds
         )
         await d.store.create_transaction(doc)
-        await run_in_threadpool(publish_first_stage, d.celery, tid, doc["policy"])
+        await run_in_threadpool(publish_first_stage, d.celery, doc)
     except Exception as exc:
         log.warning("could not queue %s: %s", tid, exc)
         # Not accepted, so not kept: the client was told to retry.
@@ -226,9 +226,9 @@ async def create_validation(
     return tid
 
 
-def publish_first_stage(celery: Celery, tid: str, policy: dict[str, Any] | None) -> None:
-    for side in ("near", "far"):
-        publish_job(celery, STAGES[0], StageJob(transaction_id=tid, image=side, policy=policy))
+def publish_first_stage(celery: Celery, doc: Doc) -> None:
+    for job in transactions.first_stage_jobs(doc):
+        publish_job(celery, STAGES[0], job)
 
 
 async def respond(

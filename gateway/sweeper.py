@@ -66,7 +66,7 @@ async def republish_unqueued(store: Store, celery: Celery, grace_seconds: float)
     repaired = 0
     for doc in await store.unqueued_pending(utcnow() - timedelta(seconds=grace_seconds)):
         tid = str(doc["_id"])
-        await asyncio.to_thread(publish_first_stage, celery, tid, doc.get("policy"))
+        await asyncio.to_thread(publish_first_stage, celery, doc)
         await store.mark_queued(tid)
         log.warning("transaction %s had no confirmed jobs: first stage re-published", tid)
         repaired += 1

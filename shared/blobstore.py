@@ -5,6 +5,7 @@ Images travel between stages as Redis keys, never inside messages and never into
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -50,6 +51,20 @@ def done_channel(transaction_id: str) -> str:
     return f"faceval:done:{transaction_id}"
 
 
+def join_key(transaction_id: str) -> str:
+    """One hash per transaction: each stage's image results until the stage decides
+    (`<stage>:<side>`), and the delivery count of each job (`attempts:<stage>:<side>`)."""
+    return f"faceval:join:{transaction_id}"
+
+
+def _attempts_field(stage: str, side: str) -> str:
+    return f"attempts:{stage}:{side}"
+
+
+def _transaction_keys(transaction_id: str) -> list[str]:
+    return [join_key(transaction_id), *(image_key(transaction_id, s) for s in IMAGE_SIDES)]
+
+
 class AsyncBlobStore:
     """Used by the gateway and by finalisation code running on an event loop."""
 
@@ -65,11 +80,27 @@ class AsyncBlobStore:
             await pipe.execute()
 
     async def delete_images(self, transaction_id: str) -> None:
-        await self.redis.delete(*(image_key(transaction_id, s) for s in IMAGE_SIDES))
+        """The images and the stage join of an ended transaction."""
+        await self.redis.delete(*_transaction_keys(transaction_id))
 
     async def retain_images(self, transaction_id: str, seconds: int) -> None:
-        for side in IMAGE_SIDES:
-            await self.redis.expire(image_key(transaction_id, side), seconds)
+        """Keep the images a while (for a requeue, which re-seeds the join from MongoDB)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(join_key(transaction_id))
+            for side in IMAGE_SIDES:
+                pipe.expire(image_key(transaction_id, side), seconds)
+            await pipe.execute()
+
+    async def seed_join(
+        self, transaction_id: str, stage: str, entries: dict[str, str], ttl: int
+    ) -> None:
+        """Put back image results a requeued stage keeps (their side -> join entry)."""
+        key = join_key(transaction_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for side, entry in entries.items():
+                pipe.hset(key, f"{stage}:{side}", entry)
+            pipe.expire(key, ttl)
+            await pipe.execute()
 
     async def images_present(self, transaction_id: str) -> bool:
         keys = [image_key(transaction_id, s) for s in IMAGE_SIDES]
@@ -85,25 +116,76 @@ class AsyncBlobStore:
         await self.redis.aclose()
 
 
+@dataclass(frozen=True)
+class Joined:
+    """What a job found when it joined its stage."""
+
+    #: Both images' entries when this made the stage complete (or found it complete: a
+    #: redelivery), else None: the other image's job will decide.
+    entries: dict[str, str] | None
+    #: False when the transaction's images are gone: it ended, or Redis lost its data (a
+    #: restart), and with the images whatever the other image had joined.
+    images_present: bool
+
+
 class BlobStore:
-    """Used by worker threads, which fetch one image per job."""
+    """The worker's one Redis client (its threads share the pool): two round trips per job,
+    one to start it (`begin_job`) and one to join its result with the other image's."""
 
     def __init__(self, url: str) -> None:
         self.redis: redis.Redis = redis.Redis.from_url(url, **client_options(asynchronous=False))
 
-    def count_attempt(self, transaction_id: str, stage: str, side: str, ttl: int) -> int:
-        """Count deliveries of one job, crashes included (a killed worker never says so)."""
-        key = f"faceval:attempts:{transaction_id}:{stage}:{side}"
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
+    def begin_job(
+        self, transaction_id: str, stage: str, side: str, ttl: int
+    ) -> tuple[int, bytes | None]:
+        """Count this delivery of the job (crashes included: a killed worker never says so)
+        and fetch its image, in one round trip: (the delivery's number, the image or None)."""
+        key = join_key(transaction_id)
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hincrby(key, _attempts_field(stage, side), 1)
             pipe.expire(key, ttl)
-            count, _ = pipe.execute()
-        return int(count)
+            pipe.get(image_key(transaction_id, side))
+            count, _, data = pipe.execute()
+        assert data is None or isinstance(data, bytes)
+        return int(count), data
+
+    def join(self, transaction_id: str, stage: str, side: str, entry: str, ttl: int) -> Joined:
+        """Add this image's result to its stage. Atomic (MULTI), so of two images finishing
+        at once exactly one sees the other's entry on its first delivery."""
+        key = join_key(transaction_id)
+        fields = [f"{stage}:{s}" for s in IMAGE_SIDES]
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, f"{stage}:{side}", entry)
+            pipe.expire(key, ttl)
+            pipe.hmget(key, fields)
+            pipe.exists(*(image_key(transaction_id, s) for s in IMAGE_SIDES))
+            _, _, values, present = pipe.execute()
+        images_present = int(present) == len(IMAGE_SIDES)
+        if any(v is None for v in values):
+            return Joined(None, images_present)
+        return Joined({s: v.decode() for s, v in zip(IMAGE_SIDES, values, strict=True)},
+                      images_present)  # fmt: skip
 
     def reset_attempts(self, transaction_id: str, stage: str, side: str) -> None:
-        self.redis.delete(f"faceval:attempts:{transaction_id}:{stage}:{side}")
+        self.redis.hdel(join_key(transaction_id), _attempts_field(stage, side))
 
     def get_image(self, transaction_id: str, side: str) -> bytes | None:
         data = self.redis.get(image_key(transaction_id, side))
         assert data is None or isinstance(data, bytes)
         return data
+
+    def delete_images(self, transaction_id: str) -> None:
+        self.redis.delete(*_transaction_keys(transaction_id))
+
+    def retain_images(self, transaction_id: str, seconds: int) -> None:
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(join_key(transaction_id))
+            for side in IMAGE_SIDES:
+                pipe.expire(image_key(transaction_id, side), seconds)
+            pipe.execute()
+
+    def announce_done(self, transaction_id: str) -> None:
+        self.redis.publish(done_channel(transaction_id), b"1")
+
+    def close(self) -> None:
+        self.redis.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,10 +17,12 @@ from typing import Any
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
 
+from shared.analysis import IMAGE_SIDES
 from shared.blobstore import AsyncBlobStore, BlobStore
 from shared.messaging import dead_letter_queue, make_celery, publish_job
 from shared.pipeline import StageName
 from shared.queues import pika_url
+from shared.runtime import JoinEntry
 from shared.schema import StageJob
 from shared.settings import Settings
 from shared.storage import Store
@@ -83,10 +85,29 @@ async def _reopen(settings: Settings, tid: str, stage: str, images: list[str]) -
         deadline = datetime.now(UTC) + timedelta(seconds=settings.transaction_deadline_seconds)
         if not await store.reopen(tid, stage, images, deadline):
             return "its transaction no longer ended with an internal error"
+        # The stage's images that are not requeued keep their results: put them back in the
+        # join, where the requeued jobs look for them.
+        doc = await store.get_transaction(tid) or {}
+        kept = {
+            side: JoinEntry(record, _face_of(doc, side)).dump()
+            for side, record in doc.get("stages", {}).get(stage, {}).items()
+            if side in IMAGE_SIDES and side not in images
+        }
+        if kept:
+            await blobs.seed_join(tid, stage, kept, settings.dead_letter_image_ttl_seconds)
         return None
     finally:
         await blobs.close()
         store.close()
+
+
+def _face_of(doc: Mapping[str, Any], side: str) -> dict[str, Any] | None:
+    """The face an earlier stage handed on for this image (what its job carried)."""
+    for stage_doc in doc.get("stages", {}).values():
+        face = (stage_doc.get(side) or {}).get("face")
+        if isinstance(face, dict):
+            return face
+    return None
 
 
 def requeue_dead_letters(

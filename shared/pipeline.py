@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 from shared import codes
 from shared.analysis import (
@@ -284,18 +284,41 @@ def decide(
     return Decision("reject" if reasons else "pass", reasons, scores)
 
 
+def labelled_deferred(
+    stage: StageName, records: Mapping[ImageSide, ImageRecord]
+) -> list[dict[str, Any]]:
+    """The rejections `stage` found and left to a later stage, labelled with their stage
+    and image (what a stage's next jobs carry on, `decide_at` included)."""
+    return [
+        {**reason, "image": side, "stage": stage}
+        for side, record in records.items()
+        for reason in record.deferred
+    ]
+
+
+def due_at(stage: StageName, deferred: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Of labelled deferred rejections, those `stage` decides (without `decide_at`)."""
+    return [
+        {k: v for k, v in reason.items() if k != "decide_at"}
+        for reason in deferred
+        if reason.get("decide_at") == stage
+    ]
+
+
 def carried_to(
     stage: StageName, earlier: Mapping[str, Mapping[ImageSide, ImageRecord]]
 ) -> list[dict[str, Any]]:
     """The rejections earlier stages left for `stage` to decide, labelled with their own
     stage and image (they are decided here, but found there)."""
-    return [
-        {k: v for k, v in {**reason, "image": side, "stage": name}.items() if k != "decide_at"}
-        for name, records in earlier.items()
-        for side, record in records.items()
-        for reason in record.deferred
-        if reason.get("decide_at") == stage
-    ]
+    return due_at(
+        stage,
+        [
+            reason
+            for name, records in earlier.items()
+            if is_stage(name)
+            for reason in labelled_deferred(cast(StageName, name), records)
+        ],
+    )
 
 
 def decided_by(decision: Decision, stage: StageName) -> str | None:

@@ -1,14 +1,19 @@
 """The stage runtime: consuming, timing, recording and routing, written once for all stages.
 
-A stage is its models plus a `StageDefinition`. For each job the runtime fetches the image
-from Redis, runs the stage's models in order (timing each), records the image's result in
-MongoDB exactly once, and, when both images of the stage are in, makes the stage's
-decision: reject or error ends the transaction; pass publishes the next stage's jobs.
+A stage is its models plus a `StageDefinition`. For each job the runtime counts the delivery
+and fetches the image from Redis (one round trip), runs the stage's models in order (timing
+each), and joins the image's result with the other image's in Redis (one atomic round trip).
+The job that completes the stage decides it and writes both records and the decision to
+MongoDB in one conditional update (with the final fields when the decision ends the
+transaction); a pass publishes the next stage's jobs. Jobs carry what a decision needs (the
+policy, the face, deferred findings, the client and creation time), so no job reads the
+transaction document on the way. Per accepted pair that is one MongoDB write per stage.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import socket
 import threading
@@ -19,9 +24,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared import codes, metrics, transactions
-from shared.aio import LoopThread
-from shared.analysis import IMAGE_SIDES, Face, Model
-from shared.blobstore import AsyncBlobStore, BlobStore
+from shared.analysis import IMAGE_SIDES, Face, ImageSide, Model
+from shared.blobstore import BlobStore
 from shared.imaging import decode_rgb
 from shared.pipeline import (
     Decision,
@@ -30,13 +34,15 @@ from shared.pipeline import (
     StageDefinition,
     StageName,
     analyze_image,
-    carried_to,
     decide,
+    decided_by,
+    due_at,
+    labelled_deferred,
     next_stage,
 )
 from shared.schema import StageJob
 from shared.settings import Settings
-from shared.storage import PENDING, Doc, Store
+from shared.storage import PENDING, WorkerStore
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +67,35 @@ def _ms(ns: int) -> float:
     return round(ns / 1e6, 3)
 
 
-def provided(doc: Mapping[str, Any], side: str, what: str) -> Any:
-    """What an earlier stage handed on for this image (its record's `face`, `embedding`)."""
-    for stage_doc in doc.get("stages", {}).values():
-        value = (stage_doc.get(side) or {}).get(what)
-        if value is not None:
-            return value
-    return None
+@dataclass(frozen=True)
+class JoinEntry:
+    """One image's result at a stage as it waits in Redis for the other image's."""
+
+    record: dict[str, Any]
+    #: The face this image's job carried (the detector's record carries its own).
+    face: dict[str, Any] | None
+
+    def dump(self) -> str:
+        record = dict(self.record)
+        record["started_at"] = record["started_at"].timestamp()
+        return json.dumps({"record": record, "face": self.face}, separators=(",", ":"))
+
+    @classmethod
+    def load(cls, text: str) -> JoinEntry:
+        data = json.loads(text)
+        record = data["record"]
+        record["started_at"] = datetime.fromtimestamp(record["started_at"], UTC)
+        return cls(record=record, face=data["face"])
+
+    @property
+    def face_handed_on(self) -> dict[str, Any] | None:
+        face = self.record.get("face")
+        return face if isinstance(face, dict) else self.face
 
 
 class StageRuntime:
-    """One per worker process: owns the models (loaded once, lazily) and the store clients."""
+    """One per worker process: owns the models (loaded once, lazily) and the store clients,
+    shared by the worker's task threads."""
 
     def __init__(self, definition: StageDefinition, settings: Settings) -> None:
         self.definition = definition
@@ -79,17 +103,12 @@ class StageRuntime:
         self.settings = settings
         self._models: Sequence[Model] | None = None
         self._models_lock = threading.Lock()
-        self._loop = LoopThread(f"faceval-{self.stage}-loop")
-        self.store: Store = self._loop.run(self._make_store())
-        self.async_blobs: AsyncBlobStore = self._loop.run(self._make_async_blobs())
+        self.store = WorkerStore(settings.mongo_url, settings.mongo_db)
         self.blobs = BlobStore(settings.redis_url)
         self.worker = socket.gethostname()
-
-    async def _make_store(self) -> Store:
-        return Store(self.settings.mongo_url, self.settings.mongo_db)
-
-    async def _make_async_blobs(self) -> AsyncBlobStore:
-        return AsyncBlobStore(self.settings.redis_url)
+        self._ttl = settings.dead_letter_image_ttl_seconds
+        #: The join outlives the images it waits for (a dead-lettered transaction's too).
+        self._join_ttl = max(settings.image_ttl_seconds, self._ttl)
 
     def models(self) -> Sequence[Model]:
         if self._models is None:
@@ -104,67 +123,76 @@ class StageRuntime:
         return self._models
 
     def close(self) -> None:
-        self._loop.run(self.async_blobs.close())
+        self.blobs.close()
         self.store.close()
-        self._loop.stop()
 
     # --- one job ----------------------------------------------------------------------------
 
-    def handle(self, job: StageJob, published_ns: int | None) -> JobOutcome:
+    def handle(self, job: StageJob, published_ns: int | None, delivery: str = "") -> JobOutcome:
         """Process one job; says what is left to publish (next stage's jobs, a dead letter).
 
-        Safe to run twice for the same job (redelivery): the image result is written only
-        once, and only the job whose write completed the stage acts on the decision.
-        Raises ModelFailure while a failing job still has attempts left.
+        Safe to run twice for the same job (redelivery): the stage's records and decision
+        are written once, by the one conditional write that wins; a redelivery of the job
+        that won (`delivery`, the broker message's task id) publishes the next jobs again
+        in case it died before doing so. Raises ModelFailure while a failing job still has
+        attempts left.
         """
         started_ns = time.time_ns()
         queue_ns = max(0, started_ns - published_ns) if published_ns else 0
         tid, side = job.transaction_id, job.image
         outcome = JobOutcome()
-        # No read first: the conditional write tells a redelivery (or an ended transaction)
-        # apart afterwards, which saves a database round-trip on every ordinary job.
-        go_on, after = self._analyze_and_record(job, started_ns, queue_ns, outcome)
-        if not go_on:
+        attempt, data = self.blobs.begin_job(tid, self.stage, side, ttl=self._join_ttl)
+        if data is None:
+            self._image_expired(job)
             return outcome
-        if after is None:
-            after = self._loop.run(self.store.get_transaction(tid))
-            if after is None or after["status"] != PENDING:
-                log.info("%s: transaction %s is gone or finished; job dropped", self.stage, tid)
-                if after is not None:
-                    # Its finaliser may have died before the cleanup (Redis restarting):
-                    # finishing again is idempotent and costs two Redis calls.
-                    self._loop.run(transactions.finish_ended(
-                        self.async_blobs, after, self.settings.dead_letter_image_ttl_seconds
-                    ))  # fmt: skip
-                return outcome
-        outcome.follow_ups = self._loop.run(self._advance(tid, side, after))
+        record, verdict, times, work_ns = self._analyze(job, data, attempt, started_ns, queue_ns)
+        entry = JoinEntry(record, job.face)
+        joined = self.blobs.join(tid, self.stage, side, entry.dump(), ttl=self._join_ttl)
+        if attempt == 1 or verdict == "error":
+            # Observed on a job's first delivery only, so a redelivered job is not counted
+            # twice (a dead letter is published by the delivery that gave up).
+            if verdict == "error":
+                outcome.dead_letter = self._dead_letter(job, record)
+            labels = {"stage": self.stage, "image": side, "outcome": verdict}
+            metrics.STAGE_QUEUE_SECONDS.labels(**labels).observe(queue_ns / 1e9)
+            metrics.STAGE_EXECUTION_SECONDS.labels(**labels).observe(work_ns / 1e9)
+            metrics.STAGE_JOBS_TOTAL.labels(**labels).inc()
+            for key, seconds in times.items():
+                metrics.MODEL_EXECUTION_SECONDS.labels(
+                    stage=self.stage, model=key, image=side
+                ).observe(seconds)
+        if joined.entries is not None:
+            entries = {
+                s: entry if s == side else JoinEntry.load(joined.entries[s]) for s in IMAGE_SIDES
+            }
+            outcome.follow_ups = self._decide_stage(job, entries, delivery)
+        elif not joined.images_present:
+            # Redis lost the images after this job fetched its own (a restart), and with them
+            # any result the other image had joined: no stage after this one could run, and
+            # waiting for that result would only end in a timeout.
+            self._image_expired(job)
         return outcome
 
-    def _analyze_and_record(
-        self, job: StageJob, started_ns: int, queue_ns: int, outcome: JobOutcome
-    ) -> tuple[bool, Doc | None]:
-        """(whether the job should go on to the decision, the document after its write)."""
-        tid, side = job.transaction_id, job.image
-        attempt = self.blobs.count_attempt(
-            tid, self.stage, side, ttl=self.settings.dead_letter_image_ttl_seconds
-        )
+    def _image_expired(self, job: StageJob) -> None:
+        """End the transaction: an image is gone (expired, lost by Redis, or the transaction
+        ended and its images went with it: then this only repeats the idempotent cleanup)."""
+        transactions.finalize_sync(
+            self.store, self.blobs, job, codes.IMAGE_EXPIRED, decided_by=self.stage,
+            reasons=[{"code": "image_expired", "image": job.image, "stage": self.stage,
+                      "detail": "The image was no longer in the image store."}],
+        )  # fmt: skip
+
+    def _analyze(
+        self, job: StageJob, data: bytes, attempt: int, started_ns: int, queue_ns: int
+    ) -> tuple[dict[str, Any], str, dict[str, float], int]:
+        """(the image's record, its verdict, seconds per model, the work's nanoseconds)."""
         limit = self.settings.max_job_attempts
         metrics.JOBS_IN_PROGRESS.labels(stage=self.stage).inc()
         try:
             work_started = time.perf_counter_ns()
-            data = self.blobs.get_image(tid, side)
-            if data is None:
-                self._loop.run(transactions.finalize(
-                    self.store, self.async_blobs, tid, codes.IMAGE_EXPIRED,
-                    decided_by=self.stage,
-                    reasons=[{"code": "image_expired", "image": side, "stage": self.stage,
-                              "detail": "The image was no longer in the image store."}],
-                ))  # fmt: skip
-                return False, None
             image = decode_rgb(data)
             decode_ns = time.perf_counter_ns() - work_started
             face = Face.from_dict(job.face) if job.face else None
-            policy = self.policy_of(job)
             if attempt > limit:
                 # Earlier deliveries never finished: the job kills its worker.
                 reason = {"code": "poison_job", "subject": None,
@@ -173,11 +201,12 @@ class StageRuntime:
                 analysed = ImageRecord("error", (reason,))
                 times: dict[str, float] = {}
             else:
-                analysis = analyze_image(self.definition, self.models(), image, face, policy)
+                analysis = analyze_image(
+                    self.definition, self.models(), image, face, self.policy_of(job)
+                )
                 analysed, times = analysis.record, analysis.model_seconds
-            verdict, reasons = analysed.verdict, [dict(r) for r in analysed.reasons]
-            if verdict == "error" and attempt < limit:
-                raise ModelFailure(f"attempt {attempt}/{limit}: {reasons[0]['detail']}")
+            if analysed.verdict == "error" and attempt < limit:
+                raise ModelFailure(f"attempt {attempt}/{limit}: {analysed.reasons[0]['detail']}")
             work_ns = time.perf_counter_ns() - work_started
         finally:
             metrics.JOBS_IN_PROGRESS.labels(stage=self.stage).dec()
@@ -189,106 +218,110 @@ class StageRuntime:
             "started_at": datetime.fromtimestamp(started_ns / 1e9, UTC),
             "worker": self.worker,
         }
-        letter: dict[str, Any] | None = None
-        if verdict == "error":
+        if analysed.verdict == "error":
             record["attempts"] = attempt
-            letter = {
-                "stage": self.stage,
-                "job": job.model_dump(mode="json"),
-                "attempts": attempt,
-                "reasons": reasons,
-                "worker": self.worker,
-                "dead_lettered_at": datetime.now(UTC).isoformat(),
-            }
-        after = self._loop.run(self.store.record_image_result(tid, self.stage, side, record))
-        if after is not None:
-            outcome.dead_letter = letter
-            # Observed only on the first write, so a redelivered job is never counted twice.
-            labels = {"stage": self.stage, "image": side, "outcome": verdict}
-            metrics.STAGE_QUEUE_SECONDS.labels(**labels).observe(queue_ns / 1e9)
-            metrics.STAGE_EXECUTION_SECONDS.labels(**labels).observe(work_ns / 1e9)
-            metrics.STAGE_JOBS_TOTAL.labels(**labels).inc()
-            for key, seconds in times.items():
-                metrics.MODEL_EXECUTION_SECONDS.labels(
-                    stage=self.stage, model=key, image=side
-                ).observe(seconds)
-        return True, after
+        return record, analysed.verdict, times, work_ns
 
-    async def _advance(self, tid: str, side: str, doc: Doc | None) -> list[StageJob]:
-        if doc is None:  # a redelivery, or another writer got there first: read it fresh
-            doc = await self.store.get_transaction(tid)
-        if doc is None or doc["status"] != PENDING:
+    def _dead_letter(self, job: StageJob, record: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "job": job.model_dump(mode="json"),
+            "attempts": record.get("attempts"),
+            "reasons": record["reasons"],
+            "worker": self.worker,
+            "dead_lettered_at": datetime.now(UTC).isoformat(),
+        }
+
+    def _decide_stage(
+        self, job: StageJob, entries: Mapping[ImageSide, JoinEntry], delivery: str
+    ) -> list[StageJob]:
+        """Both images are in: decide, write the stage once, say what to publish next."""
+        tid = job.transaction_id
+        decision = self.decide(job, entries)
+        following = None if job.until == self.stage else next_stage(self.stage)
+        records = {s: e.record for s, e in entries.items()}
+        stored = {
+            **decision.to_dict(),
+            "by": job.image,
+            "delivery": delivery,
+            "decided_at": datetime.now(UTC),
+        }
+        final = None
+        if decision.outcome != "pass" or following is None:
+            final = self._final_fields(job, decision, records)
+        if self.store.record_stage(tid, self.stage, records, stored, final):
+            if final is None:
+                return self._next_jobs(job, entries)
+            transactions.count_final(tid, self._client_id(job), job.until, final)
+            failed = decision.outcome == "error"
+            transactions.finish_sync(self.blobs, tid, self._ttl if failed else None)
             return []
-        stage_doc = doc.get("stages", {}).get(self.stage, {})
-        if any(stage_doc.get(s) is None for s in IMAGE_SIDES):
-            return []  # the other image's job will decide
-        decision = stage_doc.get("decision")
-        if decision is None:
-            decision = {
-                **self.decide(doc, stage_doc).to_dict(),
-                "by": side,
-                "advanced": False,
-                "decided_at": datetime.now(UTC),
-            }
-            if not await self.store.claim_decision(tid, self.stage, decision):
-                return []
-        elif decision["by"] != side or decision.get("advanced"):
-            # Someone else decides, or this is a redelivery of a job that already acted.
+        # Lost the write: a redelivery, the other image's job deciding too (it can see both
+        # entries only when one of them is a redelivery), or the transaction had ended.
+        doc = self.store.get_transaction(
+            tid, ("status", "summary_reason", f"stages.{self.stage}.decision")
+        )
+        if doc is None:
             return []
-        # A probe (enrolment, 1:1, 1:N) stops after the stage it needs (`until`).
-        following = None if doc.get("until") == self.stage else next_stage(self.stage)
-        if decision["outcome"] != "pass" or following is None:
-            failed = decision["outcome"] == "error"
-            await transactions.finalize(
-                self.store,
-                self.async_blobs,
-                tid,
-                transactions.summary_of(decision),
-                decided_by=None
-                if decision["outcome"] == "pass"
-                else str((decision["reasons"] or [{}])[0].get("stage") or self.stage),
-                reasons=decision["reasons"],
-                retain_images_seconds=self.settings.dead_letter_image_ttl_seconds
-                if failed
-                else None,
-                created_ns=int(doc["created_ns"]),
-                description=transactions.accepted_description(doc)
-                if decision["outcome"] == "pass"
-                else None,
-            )
+        if doc["status"] != PENDING:
+            # Its finaliser may have died before the cleanup (Redis restarting): finishing
+            # again is idempotent and costs two Redis calls.
+            transactions.finish_sync(self.blobs, tid, transactions.retained_seconds(doc, self._ttl))
             return []
-        policy = doc.get("policy")
+        won = doc.get("stages", {}).get(self.stage, {}).get("decision") or {}
+        if delivery and won.get("delivery") == delivery and won.get("outcome") == "pass":
+            # This job won before and may have died before publishing: publish again (the
+            # next stage's join and conditional write make a duplicate harmless).
+            return self._next_jobs(job, entries)
+        return []
+
+    def _next_jobs(self, job: StageJob, entries: Mapping[ImageSide, JoinEntry]) -> list[StageJob]:
+        records = {s: ImageRecord.from_dict(e.record) for s, e in entries.items()}
+        deferred = [r for r in job.deferred if r.get("decide_at") != self.stage]
+        deferred += labelled_deferred(self.stage, records)
+        update: dict[str, Any] = {"deferred": deferred}
         return [
-            StageJob(transaction_id=tid, image=s, face=provided(doc, s, "face"), policy=policy)
+            job.model_copy(update={**update, "image": s, "face": entries[s].face_handed_on})
             for s in IMAGE_SIDES
         ]
+
+    def _final_fields(
+        self, job: StageJob, decision: Decision, records: Mapping[ImageSide, Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        created_ns = job.created_ns
+        if created_ns is None:  # a job published before jobs carried it
+            doc = self.store.get_transaction(job.transaction_id, ("created_ns",))
+            created_ns = int(doc["created_ns"]) if doc else time.time_ns()
+        description = None
+        if decision.outcome == "pass":
+            description = transactions.accepted_description({"stages": {self.stage: records}})
+        return transactions.final_fields(
+            decision.summary,
+            created_ns,
+            decided_by=decided_by(decision, self.stage),
+            reasons=decision.reasons,
+            description=description,
+        )
+
+    def _client_id(self, job: StageJob) -> str:
+        if job.client_id is not None:
+            return job.client_id
+        doc = self.store.get_transaction(job.transaction_id, ("client_id",))
+        return str(doc["client_id"]) if doc else "unknown"
 
     def policy_of(self, job: StageJob) -> Policy:
         if job.policy is not None:
             return Policy.from_dict(job.policy)
         return Policy.build(self.settings)
 
-    def decide(self, doc: Mapping[str, Any], stage_doc: Mapping[str, Any]) -> Decision:
-        """The stage's decision from its two stored records (with what earlier stages handed
-        on), by the pipeline's one decision function."""
+    def decide(self, job: StageJob, entries: Mapping[ImageSide, JoinEntry]) -> Decision:
+        """The stage's decision from its two records (with the face each job carried and
+        the findings earlier stages left to it), by the pipeline's one decision function."""
         records = {}
-        for side in IMAGE_SIDES:
-            record = ImageRecord.from_dict(stage_doc[side])
-            face = record.face or _face(provided(doc, side, "face"))
+        for side, entry in entries.items():
+            record = ImageRecord.from_dict(entry.record)
+            face = record.face or (Face.from_dict(entry.face) if entry.face else None)
             records[side] = dataclasses.replace(record, face=face)
-        raw_policy = doc.get("policy")
-        policy = Policy.from_dict(raw_policy) if raw_policy else Policy.build(self.settings)
-        earlier = {
-            name: {side: ImageRecord.from_dict(stage[side]) for side in IMAGE_SIDES}
-            for name, stage in doc.get("stages", {}).items()
-            if name != self.stage and all(stage.get(side) for side in IMAGE_SIDES)
-        }
-        carried = carried_to(self.stage, earlier)
-        return decide(self.definition, records["near"], records["far"], policy, carried)
-
-    def mark_advanced(self, tid: str) -> None:
-        self._loop.run(self.store.mark_advanced(tid, self.stage))
-
-
-def _face(data: Any) -> Face | None:
-    return Face.from_dict(data) if isinstance(data, Mapping) else None
+        carried = due_at(self.stage, job.deferred)
+        return decide(self.definition, records["near"], records["far"], self.policy_of(job),
+                      carried)  # fmt: skip

@@ -19,6 +19,14 @@ class StageJob(BaseModel):
     face: dict[str, Any] | None = None
     #: The transaction's decision policy (`Policy.to_dict()`), so no job reads it first.
     policy: dict[str, Any] | None = None
+    #: What the transaction document holds and a stage's decision needs, carried so that no
+    #: job reads the document: its client, creation time and last stage (a probe's `until`).
+    client_id: str | None = None
+    created_ns: int | None = None
+    until: str | None = None
+    #: Rejections earlier stages found and left to a later one (`decide_at`), labelled with
+    #: their stage and image: the same list on both images' jobs.
+    deferred: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class ModelScores(BaseModel):

@@ -76,7 +76,10 @@ class Settings(BaseSettings):
     republish_grace_seconds: float = 10.0
 
     # --- workers ------------------------------------------------------------------------
-    worker_concurrency: int = 1
+    #: Task threads per worker: 2, so a stage's near and far images run at once (ONNX
+    #: Runtime, OpenCV and NumPy release the GIL). Each thread takes one message at a time,
+    #: so a crashed worker has at most two jobs redelivered.
+    worker_concurrency: int = 2
     #: A job whose analysis fails (or kills its worker) this many times is dead-lettered.
     max_job_attempts: int = 3
     #: Dead-lettered transactions keep their images this long, so an operator can requeue.

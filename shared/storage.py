@@ -1,7 +1,9 @@
-"""MongoDB access: the only module that imports motor.
+"""MongoDB access: the only module that imports motor or pymongo's client.
 
 One document per transaction; stage results are written with conditional updates so a
-redelivered job can never record twice or advance a transaction twice.
+redelivered job can never record twice or advance a transaction twice. `Store` (motor) is
+the gateway's and the tools'; `WorkerStore` (pymongo, synchronous) is a stage worker's: its
+task threads call the database directly, with no event loop to hand work to.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, MongoClient
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 Doc = dict[str, Any]
@@ -24,26 +26,44 @@ FINAL_FIELDS = (
     "total_time_ms", "decided_by", "reasons", "finished_at",
 )  # fmt: skip
 
-__all__ = ["COMPLETED", "PENDING", "Doc", "DuplicateKeyError", "PyMongoError", "Store"]
+__all__ = [
+    "COMPLETED",
+    "PENDING",
+    "Doc",
+    "DuplicateKeyError",
+    "PyMongoError",
+    "Store",
+    "WorkerStore",
+]
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def client_options(timeout_ms: int) -> dict[str, Any]:
+    # Bounded waits everywhere: a stalled database must surface as an error to retry,
+    # never as a job that hangs forever.
+    return {
+        "serverSelectionTimeoutMS": timeout_ms,
+        "connectTimeoutMS": timeout_ms,
+        "socketTimeoutMS": 2 * timeout_ms,
+        "tz_aware": True,
+        "uuidRepresentation": "standard",
+    }
+
+
+def _pending_without(transaction_id: str, path: str) -> Doc:
+    """The filter of every conditional write: still pending, and `path` not written yet."""
+    return {"_id": transaction_id, "status": PENDING, path: {"$exists": False}}
+
+
 class Store:
     """Transactions and clients. Create one per event loop (motor binds to a loop)."""
 
     def __init__(self, url: str, database: str, timeout_ms: int = 5000) -> None:
-        # Bounded waits everywhere: a stalled database must surface as an error to retry,
-        # never as a job that hangs forever.
         self._client: AsyncIOMotorClient[Doc] = AsyncIOMotorClient(
-            url,
-            serverSelectionTimeoutMS=timeout_ms,
-            connectTimeoutMS=timeout_ms,
-            socketTimeoutMS=2 * timeout_ms,
-            tz_aware=True,
-            uuidRepresentation="standard",
+            url, **client_options(timeout_ms)
         )
         self._db: AsyncIOMotorDatabase[Doc] = self._client[database]
         self.transactions = self._db["transactions"]
@@ -120,34 +140,6 @@ class Store:
         )
         return [doc async for doc in cursor]
 
-    async def record_image_result(
-        self, transaction_id: str, stage: str, image: str, result: Mapping[str, Any]
-    ) -> Doc | None:
-        """Store one image's stage result once; the document after the write, or None if the
-        result was already there (a redelivery) or the transaction had ended."""
-        path = f"stages.{stage}.{image}"
-        # update_one then find_one rather than find_one_and_update: the embedded server does
-        # not use the _id index for findAndModify (it scans every document), and on real
-        # MongoDB the extra indexed read costs ~0.2 ms.
-        outcome = await self.transactions.update_one(
-            {"_id": transaction_id, "status": PENDING, path: {"$exists": False}},
-            {"$set": {path: dict(result)}},
-        )
-        if outcome.modified_count != 1:
-            return None
-        return await self.transactions.find_one({"_id": transaction_id})
-
-    async def claim_decision(
-        self, transaction_id: str, stage: str, decision: Mapping[str, Any]
-    ) -> bool:
-        """Atomically record the stage's decision; only one of near/far ever wins."""
-        path = f"stages.{stage}.decision"
-        outcome = await self.transactions.update_one(
-            {"_id": transaction_id, "status": PENDING, path: {"$exists": False}},
-            {"$set": {path: dict(decision)}},
-        )
-        return outcome.modified_count == 1
-
     async def mark_queued(self, transaction_id: str) -> None:
         """The first stage's jobs were confirmed by the broker (publish-or-repair)."""
         await self.transactions.update_one(
@@ -164,7 +156,7 @@ class Store:
                 "stages": {},
                 "created_at": {"$lt": created_before},
             },
-            {"_id": 1, "policy": 1},
+            {"_id": 1, "policy": 1, "client_id": 1, "created_ns": 1, "until": 1},
         ).limit(limit)
         return [doc async for doc in cursor]
 
@@ -197,11 +189,6 @@ class Store:
         """Free a key whose request created nothing (it failed), so a retry can use it."""
         await self.idempotency.delete_one(
             {"_id": f"{client_id}:{key}", "transaction_id": transaction_id}
-        )
-
-    async def mark_advanced(self, transaction_id: str, stage: str) -> None:
-        await self.transactions.update_one(
-            {"_id": transaction_id}, {"$set": {f"stages.{stage}.decision.advanced": True}}
         )
 
     async def finalize(self, transaction_id: str, fields: Mapping[str, Any]) -> Doc | None:
@@ -434,3 +421,49 @@ class Store:
 
 def expiry(created_at: datetime, retention_days: int) -> datetime | None:
     return created_at + timedelta(days=retention_days) if retention_days > 0 else None
+
+
+class WorkerStore:
+    """A stage worker's MongoDB: one conditional write per stage decision on the hot path."""
+
+    def __init__(self, url: str, database: str, timeout_ms: int = 5000) -> None:
+        self._client: MongoClient[Doc] = MongoClient(url, **client_options(timeout_ms))
+        self.transactions = self._client[database]["transactions"]
+
+    def close(self) -> None:
+        self._client.close()
+
+    def get_transaction(
+        self, transaction_id: str, fields: Iterable[str] | None = None
+    ) -> Doc | None:
+        projection = dict.fromkeys(fields, 1) if fields is not None else None
+        return self.transactions.find_one({"_id": transaction_id}, projection)
+
+    def record_stage(
+        self,
+        transaction_id: str,
+        stage: str,
+        records: Mapping[Any, Mapping[str, Any]],
+        decision: Mapping[str, Any],
+        final: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Write a stage's image results and its decision at once (and, when the decision
+        ends the transaction, its final fields): True for the one write that won; False
+        for a redelivery, a second decider, or a transaction that had already ended."""
+        update: Doc = {f"stages.{stage}.{side}": dict(r) for side, r in records.items()}
+        update[f"stages.{stage}.decision"] = dict(decision)
+        if final is not None:
+            update.update(final)
+            update["status"] = COMPLETED
+        outcome = self.transactions.update_one(
+            _pending_without(transaction_id, f"stages.{stage}.decision"), {"$set": update}
+        )
+        return outcome.modified_count == 1
+
+    def finalize(self, transaction_id: str, fields: Mapping[str, Any]) -> bool:
+        """Move a pending transaction to its final state; False if it had already ended."""
+        outcome = self.transactions.update_one(
+            {"_id": transaction_id, "status": PENDING},
+            {"$set": {**fields, "status": COMPLETED}},
+        )
+        return outcome.modified_count == 1

@@ -14,9 +14,10 @@ from typing import Any
 
 from shared import codes, metrics, pipeline
 from shared.analysis import IMAGE_SIDES
-from shared.blobstore import AsyncBlobStore
+from shared.blobstore import AsyncBlobStore, BlobStore
 from shared.codes import Summary
-from shared.storage import PENDING, Doc, Store
+from shared.schema import StageJob
+from shared.storage import PENDING, Doc, Store, WorkerStore
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,21 @@ def new_transaction(
     }
 
 
+def first_stage_jobs(doc: Mapping[str, Any]) -> list[StageJob]:
+    """The first stage's two jobs of a new transaction document."""
+    return [
+        StageJob(
+            transaction_id=str(doc["_id"]),
+            image=side,
+            policy=doc.get("policy"),
+            client_id=str(doc["client_id"]),
+            created_ns=int(doc["created_ns"]),
+            until=doc.get("until"),
+        )
+        for side in IMAGE_SIDES
+    ]
+
+
 def summary_of(decision: Mapping[str, Any]) -> Summary:
     """The summary of a stored stage decision (see `shared.pipeline.decide`)."""
     return pipeline.summary_of(decision["outcome"], decision["reasons"])
@@ -107,6 +123,49 @@ def accepted_description(doc: Mapping[str, Any]) -> str | None:
     return None
 
 
+def final_fields(
+    summary: Summary,
+    created_ns: int,
+    *,
+    decided_by: str | None,
+    reasons: Sequence[Mapping[str, Any]] = (),
+    description: str | None = None,
+) -> dict[str, Any]:
+    """The fields a transaction's one final write sets (with `status`: completed)."""
+    now_ns = time.time_ns()
+    return {
+        "summary_code": summary.code,
+        "summary_status": str(summary.status),
+        "summary_reason": summary.reason,
+        "summary_desc": description or summary.description,
+        "http_code": summary.http_code,
+        "total_time_ms": round((now_ns - created_ns) / 1e6, 3),
+        "decided_by": decided_by,
+        "reasons": [dict(r) for r in reasons],
+        "finished_at": datetime.fromtimestamp(now_ns / 1e9, UTC),
+    }
+
+
+def count_final(transaction_id: str, client_id: str, until: str | None, fields: Doc) -> None:
+    """Metrics and log of the one final write that won. Called before any step that can
+    fail, so a retry (which finds the transaction ended) never counts it again. Probe
+    images of the subjects API (`until` set) are not validations."""
+    if until is not None:
+        return
+    status = str(fields["summary_status"])
+    metrics.VALIDATIONS_TOTAL.labels(
+        status=status, reason=str(fields["summary_reason"]), client=client_id
+    ).inc()
+    metrics.VALIDATION_SECONDS.labels(status=status).observe(fields["total_time_ms"] / 1000)
+    log.info(
+        "transaction %s ended: %s (%s) in %.1f ms",
+        transaction_id,
+        fields["summary_reason"],
+        fields["decided_by"],
+        fields["total_time_ms"],
+    )
+
+
 async def finalize(
     store: Store,
     blobs: AsyncBlobStore,
@@ -129,40 +188,41 @@ async def finalize(
         if doc is None or doc["status"] != PENDING:
             return None
         created_ns = int(doc["created_ns"])
-    now_ns = time.time_ns()
-    total_ms = (now_ns - created_ns) / 1e6
-    final = await store.finalize(
-        transaction_id,
-        {
-            "summary_code": summary.code,
-            "summary_status": str(summary.status),
-            "summary_reason": summary.reason,
-            "summary_desc": description or summary.description,
-            "http_code": summary.http_code,
-            "total_time_ms": round(total_ms, 3),
-            "decided_by": decided_by,
-            "reasons": [dict(r) for r in reasons],
-            "finished_at": datetime.fromtimestamp(now_ns / 1e9, UTC),
-        },
+    fields = final_fields(
+        summary, created_ns, decided_by=decided_by, reasons=reasons, description=description
     )
-    if final is not None and final.get("until") is None:
-        # Counted by the one final write that won, before any step that can fail: a retry
-        # finds the transaction ended and must not count it again. Probe images of the
-        # subjects API (`until` set) are not validations.
-        metrics.VALIDATIONS_TOTAL.labels(
-            status=str(summary.status), reason=summary.reason, client=str(final["client_id"])
-        ).inc()
-        metrics.VALIDATION_SECONDS.labels(status=str(summary.status)).observe(total_ms / 1000)
-        log.info(
-            "transaction %s ended: %s (%s) in %.1f ms",
-            transaction_id,
-            summary.reason,
-            decided_by,
-            total_ms,
-        )
+    final = await store.finalize(transaction_id, fields)
+    if final is not None:
+        count_final(transaction_id, str(final["client_id"]), final.get("until"), fields)
     # Whoever ended it: images never outlive their transaction.
     await finish(blobs, transaction_id, retain_images_seconds)
     return final
+
+
+def finalize_sync(
+    store: WorkerStore,
+    blobs: BlobStore,
+    job: StageJob,
+    summary: Summary,
+    *,
+    decided_by: str | None,
+    reasons: Sequence[Mapping[str, Any]] = (),
+    retain_images_seconds: int | None = None,
+) -> bool:
+    """`finalize` from a worker's thread, for a transaction ended outside a stage decision
+    (its image expired): what the job carries replaces a read of the document."""
+    created_ns, client_id, until = job.created_ns, job.client_id, job.until
+    if created_ns is None or client_id is None:
+        doc = store.get_transaction(job.transaction_id, ("status", "created_ns", "client_id"))
+        if doc is None or doc["status"] != PENDING:
+            return False
+        created_ns, client_id = int(doc["created_ns"]), str(doc["client_id"])
+    fields = final_fields(summary, created_ns, decided_by=decided_by, reasons=reasons)
+    won = store.finalize(job.transaction_id, fields)
+    if won:
+        count_final(job.transaction_id, client_id, until, fields)
+    finish_sync(blobs, job.transaction_id, retain_images_seconds)
+    return won
 
 
 async def finish(
@@ -178,11 +238,20 @@ async def finish(
     await blobs.announce_done(transaction_id)
 
 
-async def finish_ended(blobs: AsyncBlobStore, doc: Mapping[str, Any], dead_letter_ttl: int) -> None:
-    """`finish` for a transaction found already ended, keeping a failed one's images for a
-    requeue as its finaliser did."""
-    failed = doc.get("summary_reason") == codes.INTERNAL_ERROR.reason
-    await finish(blobs, str(doc["_id"]), dead_letter_ttl if failed else None)
+def finish_sync(
+    blobs: BlobStore, transaction_id: str, retain_images_seconds: int | None = None
+) -> None:
+    """`finish` from a worker's thread."""
+    if retain_images_seconds:
+        blobs.retain_images(transaction_id, retain_images_seconds)
+    else:
+        blobs.delete_images(transaction_id)
+    blobs.announce_done(transaction_id)
+
+
+def retained_seconds(doc: Mapping[str, Any], dead_letter_ttl: int) -> int | None:
+    """How long an ended transaction's images stay: a failed one keeps them for a requeue."""
+    return dead_letter_ttl if doc.get("summary_reason") == codes.INTERNAL_ERROR.reason else None
 
 
 async def sweep_stale(store: Store, blobs: AsyncBlobStore) -> int:

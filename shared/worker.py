@@ -89,7 +89,7 @@ def create_worker_app(
         rt = get_runtime()
         try:
             with heartbeat.job():
-                outcome = rt.handle(job, published_ns_of(self.request))
+                outcome = rt.handle(job, published_ns_of(self.request), str(self.request.id))
             if outcome.dead_letter is not None:
                 publish_dead_letter(app, outcome.dead_letter)
                 log.error("%s: job %s/%s dead-lettered", stage, job.transaction_id, job.image)
@@ -97,7 +97,6 @@ def create_worker_app(
             if outcome.follow_ups and following is not None:
                 for follow_up in outcome.follow_ups:
                     publish_job(app, following, follow_up)
-                rt.mark_advanced(job.transaction_id)
         except ModelFailure as exc:
             log.warning("%s: analysis failed (%s); retrying", stage, exc)
             raise self.retry(exc=exc, countdown=0.2, max_retries=None) from exc

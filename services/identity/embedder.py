@@ -22,6 +22,7 @@ result is L2-normalised, so the cosine of two templates is their dot product.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -134,6 +135,8 @@ class DlibResNetEmbedder:
     info: ModelInfo = field(
         default=ModelInfo(name="dlib_resnet_v1", version="dlib_face_recognition_resnet_model_v1")
     )
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False,
+                                  compare=False)  # fmt: skip
 
     @classmethod
     def from_file(cls, path: Path, **options: Any) -> DlibResNetEmbedder:
@@ -149,7 +152,10 @@ class DlibResNetEmbedder:
         """The raw (not normalised) descriptor of one aligned 150x150 RGB chip."""
         if chip.shape != (CHIP_SIZE, CHIP_SIZE, 3) or chip.dtype != np.uint8:
             raise ValueError(f"expected a {CHIP_SIZE}x{CHIP_SIZE} RGB uint8 chip")
-        return np.asarray(self.net.compute_face_descriptor(chip), dtype=np.float64)
+        # dlib's network reuses its layer buffers on every call: one call at a time per net,
+        # since a worker runs near and far of a stage on two threads.
+        with self._lock:
+            return np.asarray(self.net.compute_face_descriptor(chip), dtype=np.float64)
 
     def embed_chip(self, chip: Image) -> NDArray[np.float32]:
         vector = normalised(self.describe(chip))

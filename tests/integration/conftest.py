@@ -24,7 +24,7 @@ import pika
 import pytest
 
 from shared.pipeline import STAGES, queue_name
-from shared.queues import pika_url
+from shared.queues import pika_url, stage_queue_stats
 from shared.settings import Settings, get_settings
 from shared.storage import Doc, Store
 from tools.chaos import CHAOS_ENV
@@ -171,6 +171,32 @@ def read_doc(stack: Stack) -> Callable[[str], Doc | None]:
 @pytest.fixture
 def log_dir(stack: Stack) -> Path:
     return stack.log_dir
+
+
+def in_frozen_hands(stack: Stack, stage: str, transaction_id: str) -> Callable[[], bool]:
+    """Whether a transaction's jobs for `stage` are in its frozen worker's hands: published
+    (the stage before decided) and none left waiting in the queue (a worker's two task
+    threads take both)."""
+    from pymongo import MongoClient
+
+    def check() -> bool:
+        index = STAGES.index(stage)  # type: ignore[arg-type]
+        if index > 0:
+            with MongoClient(stack.settings.mongo_url, serverSelectionTimeoutMS=3000) as client:
+                doc = (
+                    client[stack.settings.mongo_db]["transactions"].find_one(
+                        {"_id": transaction_id}
+                    )
+                    or {}
+                )
+            if "decision" not in doc.get("stages", {}).get(STAGES[index - 1], {}):
+                return False
+        return (
+            stage_queue_stats(stack.settings.broker_url, stack.settings.queue_prefix)[stage].ready
+            == 0
+        )
+
+    return check
 
 
 def wait_for(predicate: Callable[[], bool], seconds: float, what: str) -> None:

@@ -15,12 +15,12 @@ from etl.columns import analyst_row
 from shared.blobstore import image_key
 from shared.messaging import make_celery, publish_job
 from shared.pipeline import STAGES
-from shared.queues import stage_queue_stats
 from shared.schema import StageJob
 from shared.storage import Doc
 from tests.integration.conftest import (
     ApiClient,
     client_id,
+    in_frozen_hands,
     submit,
     wait_final,
     wait_for,
@@ -205,10 +205,7 @@ def test_a_worker_killed_with_a_job_in_hand_loses_nothing(
     try:
         tid = submit(client_a, *astronaut_jpegs, wait=0).json()["transaction_id"]
 
-        def delivered_to_frozen_worker() -> bool:
-            return _ready_messages(stack, stage) == 1
-
-        wait_for(delivered_to_frozen_worker, 60, f"{stage} jobs to reach the frozen worker")
+        wait_for(in_frozen_hands(stack, stage, tid), 60, f"{stage} jobs to reach the frozen worker")
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
     finally:
@@ -225,11 +222,6 @@ def test_a_worker_killed_with_a_job_in_hand_loses_nothing(
     for side in ("near", "far"):
         assert doc["stages"][stage][side]["verdict"] == "pass"
     assert doc["stages"][stage]["decision"]["outcome"] == "pass"
-
-
-def _ready_messages(stack: Stack, stage: str) -> int:
-    stats = stage_queue_stats(stack.settings.broker_url, stack.settings.queue_prefix)
-    return stats[stage].ready
 
 
 def test_ends_with_image_expired_when_the_image_is_gone(

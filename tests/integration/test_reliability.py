@@ -27,6 +27,7 @@ from tests.integration.conftest import (
     ApiClient,
     cli,
     client_id,
+    in_frozen_hands,
     submit,
     wait_final,
     wait_for,
@@ -142,8 +143,9 @@ def test_sheds_new_work_with_503_when_queues_are_too_deep(
     try:
         assert wait_for_port("127.0.0.1", port, 60)
         with frozen(stack, "face_detector"):
+            # The frozen worker holds two jobs (one per task thread); the rest wait.
             tids = [submit(client_a, *astronaut_jpegs, wait=0).json()["transaction_id"]
-                    for _ in range(2)]  # fmt: skip
+                    for _ in range(3)]  # fmt: skip
             wait_for(lambda: stage_queue_stats(stack.settings.broker_url,
                       stack.settings.queue_prefix)["face_detector"].ready >= 3, 30,
                       "jobs to queue up")  # fmt: skip
@@ -193,8 +195,8 @@ def test_a_worker_stopped_with_sigterm_hands_back_its_job(
     proc = stack.processes["quality"]
     with frozen(stack, "quality"):
         tid = submit(client_a, *astronaut_jpegs, wait=0).json()["transaction_id"]
-        wait_for(lambda: stage_queue_stats(settings.broker_url, settings.queue_prefix)[
-            "quality"].ready == 1, 60, "a job in the frozen quality worker's hands")  # fmt: skip
+        wait_for(in_frozen_hands(stack, "quality", tid), 60,
+                 "the jobs in the frozen quality worker's hands")  # fmt: skip
         proc.send_signal(signal.SIGTERM)
     proc.wait(30)  # a warm shutdown: it exits by itself
     stack.processes.pop("quality")
@@ -209,11 +211,10 @@ def test_a_worker_stopped_with_sigterm_hands_back_its_job(
 def test_workers_wait_out_a_mongodb_outage_without_losing_the_job(
     stack: Stack, client_a: ApiClient, astronaut_jpegs: tuple[bytes, bytes], read_doc: ReadDoc
 ) -> None:
-    settings = stack.settings
     with frozen(stack, "face_detector"):
         tid = submit(client_a, *astronaut_jpegs, wait=0).json()["transaction_id"]
-        wait_for(lambda: stage_queue_stats(settings.broker_url, settings.queue_prefix)[
-            "face_detector"].ready == 1, 60, "a job in the frozen worker's hands")  # fmt: skip
+        wait_for(in_frozen_hands(stack, "face_detector", tid), 60,
+                 "the jobs in the frozen worker's hands")  # fmt: skip
         stack.stop_process("mongo")
     # The worker now finds MongoDB gone: it retries with backoff and acknowledges nothing.
     time.sleep(4)
@@ -235,8 +236,7 @@ def test_queued_jobs_survive_a_rabbitmq_crash_and_the_gateway_answers_503_meanwh
     assert node is not None
     with frozen(isolated, "face_detector"):
         tid = submit(isolated_client, *astronaut_jpegs, wait=0).json()["transaction_id"]
-        wait_for(lambda: stage_queue_stats(settings.broker_url, settings.queue_prefix)[
-            "face_detector"].ready == 1, 60, "jobs queued")  # fmt: skip
+        wait_for(in_frozen_hands(isolated, "face_detector", tid), 60, "jobs queued")
         node.kill()
         try:
             started = time.monotonic()

@@ -66,7 +66,9 @@ def test_a_finaliser_that_loses_redis_counts_once_and_a_redelivery_finishes_the_
             )  # fmt: skip
         assert store.doc["status"] == COMPLETED
         # The redelivered job finds it ended: it finishes what the finaliser owned.
-        await transactions.finish_ended(cast(AsyncBlobStore, blobs), store.doc, 3600)
+        await transactions.finish(
+            cast(AsyncBlobStore, blobs), "t1", transactions.retained_seconds(store.doc, 3600)
+        )
 
     asyncio.run(scenario())
     assert _counted() == before + 1
@@ -76,5 +78,9 @@ def test_a_finaliser_that_loses_redis_counts_once_and_a_redelivery_finishes_the_
 def test_a_failed_transaction_found_ended_keeps_its_images_for_a_requeue() -> None:
     blobs = FlakyBlobs(failures=0)
     doc = {"_id": "t2", "status": COMPLETED, "summary_reason": "internal_error"}
-    asyncio.run(transactions.finish_ended(cast(AsyncBlobStore, blobs), doc, 3600))
+    asyncio.run(
+        transactions.finish(
+            cast(AsyncBlobStore, blobs), "t2", transactions.retained_seconds(doc, 3600)
+        )
+    )
     assert blobs.calls == [("retain 3600", "t2"), ("done", "t2")]
