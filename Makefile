@@ -89,6 +89,7 @@ eval-docs: install models
 ## bench/results/latest.json (see docs/benchmarks.md).
 bench: install services
 	$(BIN)/python -m bench.run_all
+	$(BIN)/python -m bench.report
 
 ## The fault suite: a stack on servers of its own (private RabbitMQ node, Redis, MongoDB-wire
 ## server; loopback only), validations under broker/Redis/MongoDB/worker/gateway faults and

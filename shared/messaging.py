@@ -103,6 +103,10 @@ def publish_job(app: Celery, stage: StageName, job: StageJob) -> None:
         retry_policy=PUBLISH_RETRY_POLICY,
         delivery_mode=2,
         confirm_timeout=CONFIRM_TIMEOUT_SECONDS,
+        # Celery would otherwise build a truncated repr of the arguments for its own logs
+        # and events (neither used here): 0.1-0.2 ms of every publish.
+        argsrepr="",
+        kwargsrepr="",
     )
 
 

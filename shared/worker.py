@@ -131,6 +131,12 @@ def run_worker(definition: StageDefinition, settings: Settings | None = None) ->
     # Models load here, before Celery starts: a model that cannot load ends the process with
     # its error (Celery would swallow it in a signal handler and report the worker ready).
     logging.getLogger("celery.worker.request").addFilter(LostAckIsRedelivery())
+    # Celery logs every task received and succeeded at INFO: two log lines per job on the
+    # hot path that say nothing the stage metrics and the transaction's log line do not.
+    # Its warnings and errors (failures, retries, lost acks) are still logged.
+    if settings.log_level.upper() != "DEBUG":
+        for name in ("celery.worker.strategy", "celery.app.trace"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     runtime = StageRuntime(definition, settings)
     runtime.models()
     app = create_worker_app(definition, settings, runtime)
