@@ -1,6 +1,6 @@
 """Item 2: distribution overhead with the real models (and item 4's RSS per worker process).
 
-FaceVal: the real four workers (one process per stage) on this machine, fed without the
+FaceVal: the real five workers (one process per stage) on this machine, fed without the
 gateway (bench.harness.Driver), alternating the two accepted sample pairs (both cross
 every stage):
 - light load: closed loop, one transaction in flight; latency from first-stage publish to

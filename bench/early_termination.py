@@ -2,12 +2,13 @@
 PAD, against an accepted pair, on the real workers (production settings).
 
 Pairs: `astronaut` (accepted), `no_face` (rejected by the detector), `blurred` (rejected
-by quality) and `screen_replay` (rejected by PAD). No bundled sample is rejected at PAD,
-so `screen_replay` is simulated: the accepted astronaut pair under a fine rotated 2-D
-grid, a screen's moire (bench/pairs.py); the PAD heuristics reject it on their moire cue.
+by quality) and `print_attack` (rejected by PAD). No bundled sample is a presentation
+attack, so `print_attack` is simulated: the accepted astronaut pair printed and
+photographed again (`tools.eval.simulate.print_attack`, bench/pairs.py), which MiniFASNet
+rejects.
 
 Cost of a pair, per kind:
-- cpu: CPU time of the four workers and the MongoDB-wire server per pair, over a burst
+- cpu: CPU time of the five workers and the MongoDB-wire server per pair, over a burst
   (the resources a pair consumes; RabbitMQ and Redis are shared with other users of
   this machine and left out);
 - work: the runtime's own per-image `time_ms` (decode plus models) summed over the
@@ -45,7 +46,7 @@ KINDS: dict[str, str] = {
     "accepted": "astronaut",
     "face_detector": "no_face",
     "quality": "blurred",
-    "pad": "screen_replay",
+    "pad": "print_attack",
 }
 
 

@@ -88,7 +88,7 @@ def faceval_message_bytes(env: BenchEnv) -> dict[str, int]:
 
 
 def start_raw_hops(env: BenchEnv, prefix: str, decode: bool) -> tuple[list[str], list[int]]:
-    """One consumer process per hop; (process names, pids) once all four consume."""
+    """One consumer process per hop; (process names, pids) once all consume."""
     names, pids = [], []
     for hop in range(HOPS):
         name = f"{prefix.rsplit('-', 1)[-1]}-hop{hop}"

@@ -95,7 +95,7 @@ def section(name: str, notes: dict[str, Any]) -> Iterator[None]:
 
 
 def headline(reports: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """The four ratios of the output contract, the raw figures behind them, the targets."""
+    """The five ratios of the output contract, the raw figures behind them, the targets."""
     msg, dist = reports["messaging"], reports["distribution"]
     early, gw = reports["early_termination"], reports["gateway"]
     base = dist["variants"][dist["headline_variant"]]

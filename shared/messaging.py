@@ -8,11 +8,18 @@ worker dies, so a killed worker loses nothing. Every publish waits for the broke
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
+from amqp.exceptions import MessageNacked  # type: ignore[import-untyped]
 from celery import Celery
+from kombu.common import maybe_declare, uuid
+from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
+from kombu.messaging import Producer
 
 from shared.pipeline import STAGES, StageName, queue_name, task_name
 from shared.schema import StageJob
@@ -125,3 +132,111 @@ def publish_dead_letter(app: Celery, letter: dict[str, Any]) -> None:
             retry_policy=PUBLISH_RETRY_POLICY,
             confirm_timeout=CONFIRM_TIMEOUT_SECONDS,
         )
+
+
+class _Confirms:
+    """One dedicated AMQP channel in confirm mode, and the delivery tags it still awaits."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.channel = connection.channel()
+        self.channel.confirm_select()
+        self.channel.events["basic_ack"].add(self._on_ack)
+        self.channel.events["basic_nack"].add(self._on_nack)
+        self.producer = Producer(self.channel, exchange=EXCHANGE, auto_declare=False)
+        self.sent = 0
+        self.pending: set[int] = set()
+        self.nacked = False
+
+    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        if multiple:
+            self.pending = {t for t in self.pending if t > delivery_tag}
+        else:
+            self.pending.discard(delivery_tag)
+
+    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
+        self.nacked = True
+        self._on_ack(delivery_tag, multiple)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.connection.close()
+
+
+class JobPublisher:
+    """Publishes a stage's jobs (near and far) and waits once for the broker's confirms of
+    all of them.
+
+    Kombu's `confirm_publish` waits for each message's confirm before sending the next, so a
+    stage's two follow-up jobs cost two confirm round trips back to back. This sends both,
+    then waits until the broker has confirmed both: the same guarantee (the job that
+    published them is acknowledged only after they are durable), one wait. The messages
+    are Celery's own (`as_task_v2`). A worker's task threads each get their own connection
+    and channel (AMQP channels are not thread-safe).
+    """
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+        self.prefix: str = app.conf.faceval_queue_prefix
+        self._local = threading.local()
+
+    def _confirms(self) -> _Confirms:
+        confirms: _Confirms | None = getattr(self._local, "confirms", None)
+        if confirms is None:
+            # Its own connection, without kombu's per-message confirm wait.
+            connection = Connection(self.app.conf.broker_url, connect_timeout=3.0, heartbeat=0)
+            connection.connect()
+            confirms = _Confirms(connection)
+            self._local.confirms = confirms
+        return confirms
+
+    def _drop(self) -> None:
+        confirms: _Confirms | None = getattr(self._local, "confirms", None)
+        self._local.confirms = None
+        if confirms is not None:
+            confirms.close()
+
+    def publish(self, stage: StageName, jobs: Sequence[StageJob]) -> None:
+        """Publish and wait for every confirm; on a connection failure reconnect and publish
+        them all once more (a duplicate job is harmless, a lost one is not), then raise."""
+        for attempt in (1, 2):
+            try:
+                self._publish(stage, jobs)
+                return
+            except (MessageNacked, TimeoutError):
+                self._drop()
+                raise
+            except Exception:
+                # A connection closed while idle, a broker restart: once more on a new one.
+                self._drop()
+                if attempt == 2:
+                    raise
+
+    def _publish(self, stage: StageName, jobs: Sequence[StageJob]) -> None:
+        confirms = self._confirms()
+        queue = stage_queue(stage, self.prefix)
+        # Never into a queue that does not exist yet (its messages would be dropped as
+        # unroutable): declared once per connection (kombu caches it), as Celery does.
+        maybe_declare(queue, confirms.channel)
+        confirms.nacked = False
+        for job in jobs:
+            task_id = uuid()
+            headers, properties, body, _ = self.app.amqp.as_task_v2(
+                task_id, task_name(stage), args=[job.model_dump(mode="json")], kwargs={},
+                argsrepr="", kwargsrepr="",
+            )  # fmt: skip
+            headers[PUBLISHED_HEADER] = time.time_ns()
+            confirms.producer.publish(
+                body, routing_key=queue.routing_key, exchange=EXCHANGE.name, headers=headers,
+                serializer="json", delivery_mode=2, **properties,
+            )  # fmt: skip
+            confirms.sent += 1
+            confirms.pending.add(confirms.sent)
+        deadline = time.monotonic() + CONFIRM_TIMEOUT_SECONDS
+        while confirms.pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no confirm from the broker in {CONFIRM_TIMEOUT_SECONDS} s")
+            confirms.connection.drain_events(timeout=remaining)
+        if confirms.nacked:
+            raise MessageNacked("the broker refused a job")

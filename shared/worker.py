@@ -19,10 +19,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.messaging import (
     PUBLISHED_HEADER,
+    JobPublisher,
     declare_queues,
     make_celery,
     publish_dead_letter,
-    publish_job,
 )
 from shared.models_registry import ModelNotReady, Registry
 from shared.pipeline import METRICS_PORT, next_stage, queue_name, task_name
@@ -76,6 +76,7 @@ def create_worker_app(
     # directory (the development stack) do not overwrite each other's.
     heartbeat = Heartbeat(Path(settings.state_dir) / f"{stage}-{HEARTBEAT_NAME}")
     install_heartbeat(app, heartbeat)
+    publisher = JobPublisher(app)
 
     def get_runtime() -> StageRuntime:
         nonlocal runtime
@@ -95,8 +96,7 @@ def create_worker_app(
                 log.error("%s: job %s/%s dead-lettered", stage, job.transaction_id, job.image)
             following = next_stage(stage)
             if outcome.follow_ups and following is not None:
-                for follow_up in outcome.follow_ups:
-                    publish_job(app, following, follow_up)
+                publisher.publish(following, outcome.follow_ups)
         except ModelFailure as exc:
             log.warning("%s: analysis failed (%s); retrying", stage, exc)
             raise self.retry(exc=exc, countdown=0.2, max_retries=None) from exc

@@ -36,6 +36,6 @@ def test_bench_pairs_cover_every_outcome_once_with_the_pad_one_marked_simulated(
     assert set(ACCEPTED) <= set(pairs)
     stages = {p.expected_stage for p in pairs.values()}
     assert {"face_detector", "quality", "pad", None} <= stages
-    assert [p.name for p in pairs.values() if p.simulated] == ["screen_replay"]
+    assert [p.name for p in pairs.values() if p.simulated] == ["print_attack"]
     for pair in pairs.values():
         assert pair.near[:3] == b"\xff\xd8\xff" and pair.far[:3] == b"\xff\xd8\xff"
