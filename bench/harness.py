@@ -437,21 +437,35 @@ def burst(target: Target, pairs: Sequence[BenchPair]) -> RunTimes:
     return RunTimes(latencies, list(done.values()), min(starts.values()), ids)
 
 
+def _with_children(pid: int) -> list[psutil.Process]:
+    """A worker and its live descendants (the identity worker's analysis processes)."""
+    proc = psutil.Process(pid)
+    return [proc, *proc.children(recursive=True)]
+
+
 def cpu_seconds(pids: Sequence[int]) -> float:
-    """User + system CPU seconds of these processes so far (0 for one that has gone)."""
+    """User + system CPU seconds of these processes and their live descendants so far (0
+    for one that has gone)."""
     total = 0.0
     for pid in pids:
         with contextlib.suppress(psutil.Error):
-            times = psutil.Process(pid).cpu_times()
-            total += times.user + times.system
+            for proc in _with_children(pid):
+                with contextlib.suppress(psutil.Error):
+                    times = proc.cpu_times()
+                    total += times.user + times.system
     return total
 
 
 def rss_mib(pids: Mapping[str, int]) -> dict[str, float | None]:
+    """Resident memory of each worker with its descendants."""
     out: dict[str, float | None] = {}
     for name, pid in pids.items():
         try:
-            out[name] = round(psutil.Process(pid).memory_info().rss / 2**20, 1)
+            rss = 0
+            for proc in _with_children(pid):
+                with contextlib.suppress(psutil.Error):
+                    rss += proc.memory_info().rss
+            out[name] = round(rss / 2**20, 1)
         except psutil.Error:
             out[name] = None
     return out

@@ -202,6 +202,11 @@ class StageDefinition:
     #: is also small or turned is reported as masked, the more useful answer.
     defer: frozenset[str] = frozenset()
     decide_at: StageName | None = None
+    #: Its models hold the GIL while they compute (dlib): a worker then runs them in child
+    #: processes, one per task thread, so that a stage's near and far images still run at
+    #: once (`shared.analysis_pool`). Models that release it (ONNX Runtime, OpenCV, NumPy)
+    #: run on the task threads.
+    holds_gil: bool = False
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from typing import Any
 
 from shared import codes, metrics, transactions
 from shared.analysis import IMAGE_SIDES, Face, ImageSide, Model
+from shared.analysis_pool import AnalysisPool, BrokenProcessPool
 from shared.blobstore import BlobStore
 from shared.imaging import decode_rgb
 from shared.pipeline import (
@@ -103,6 +104,8 @@ class StageRuntime:
         self.settings = settings
         self._models: Sequence[Model] | None = None
         self._models_lock = threading.Lock()
+        #: For a stage whose models hold the GIL, with more than one task thread.
+        self._pool: AnalysisPool | None = None
         self.store = WorkerStore(settings.mongo_url, settings.mongo_db)
         self.blobs = BlobStore(settings.redis_url)
         self.worker = socket.gethostname()
@@ -111,18 +114,28 @@ class StageRuntime:
         self._join_ttl = max(settings.image_ttl_seconds, self._ttl)
 
     def models(self) -> Sequence[Model]:
+        """The stage's models, loaded once (in the children, for a stage run in a pool)."""
         if self._models is None:
             with self._models_lock:
                 if self._models is None:
                     started = time.perf_counter()
-                    self._models = self.definition.build_models(self.settings)
+                    if self.definition.holds_gil and self.settings.worker_concurrency > 1:
+                        self._pool = AnalysisPool(
+                            self.definition, self.settings, self.settings.worker_concurrency
+                        )
+                        self._models = ()
+                        where = f"in {self.settings.worker_concurrency} child processes"
+                    else:
+                        self._models = self.definition.build_models(self.settings)
+                        where = f"{len(self._models)} models"
                     elapsed = time.perf_counter() - started
                     metrics.MODEL_LOAD_SECONDS.labels(stage=self.stage).set(elapsed)
-                    log.info("%s: %d models loaded in %.2f s", self.stage, len(self._models),
-                             elapsed)  # fmt: skip
+                    log.info("%s: models loaded (%s) in %.2f s", self.stage, where, elapsed)
         return self._models
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
         self.blobs.close()
         self.store.close()
 
@@ -190,9 +203,8 @@ class StageRuntime:
         metrics.JOBS_IN_PROGRESS.labels(stage=self.stage).inc()
         try:
             work_started = time.perf_counter_ns()
-            image = decode_rgb(data)
-            decode_ns = time.perf_counter_ns() - work_started
-            face = Face.from_dict(job.face) if job.face else None
+            policy = self.policy_of(job)
+            models = self.models()
             if attempt > limit:
                 # Earlier deliveries never finished: the job kills its worker.
                 reason = {"code": "poison_job", "subject": None,
@@ -200,10 +212,21 @@ class StageRuntime:
                                     "finishing (the worker died each time)."}  # fmt: skip
                 analysed = ImageRecord("error", (reason,))
                 times: dict[str, float] = {}
+                decode_ns = 0
+            elif self._pool is not None:
+                try:
+                    analysis, decode_ns = self._pool.analyze(data, job.face, policy)
+                    analysed, times = analysis.record, analysis.model_seconds
+                except BrokenProcessPool:
+                    # The child died on this image (killed, or a crash in native code).
+                    reason = {"code": "model_error", "subject": None,
+                              "detail": "the analysis process died on this image"}  # fmt: skip
+                    analysed, times, decode_ns = ImageRecord("error", (reason,)), {}, 0
             else:
-                analysis = analyze_image(
-                    self.definition, self.models(), image, face, self.policy_of(job)
-                )
+                image = decode_rgb(data)
+                decode_ns = time.perf_counter_ns() - work_started
+                face = Face.from_dict(job.face) if job.face else None
+                analysis = analyze_image(self.definition, models, image, face, policy)
                 analysed, times = analysis.record, analysis.model_seconds
             if analysed.verdict == "error" and attempt < limit:
                 raise ModelFailure(f"attempt {attempt}/{limit}: {analysed.reasons[0]['detail']}")

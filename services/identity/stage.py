@@ -56,4 +56,7 @@ STAGE = StageDefinition(
     build_models=build_models,
     provides=frozenset({"embedding"}),
     pair_check=pair_check,
+    # dlib keeps the GIL for its whole forward pass (measured: two threads, two nets, 2x
+    # the time of one call), so near and far run in two child processes.
+    holds_gil=True,
 )
