@@ -202,10 +202,10 @@ class StageDefinition:
     #: is also small or turned is reported as masked, the more useful answer.
     defer: frozenset[str] = frozenset()
     decide_at: StageName | None = None
-    #: Its models hold the GIL while they compute (dlib): a worker then runs them in child
-    #: processes, one per task thread, so that a stage's near and far images still run at
-    #: once (`shared.analysis_pool`). Models that release it (ONNX Runtime, OpenCV, NumPy)
-    #: run on the task threads.
+    #: Its models hold the GIL for most of their work (dlib; NumPy code of many small
+    #: operations): a worker then runs them in child processes, one per task thread, so
+    #: that a stage's near and far images still run at once (`shared.analysis_pool`).
+    #: Models that release it (ONNX Runtime, OpenCV) run on the task threads.
     holds_gil: bool = False
 
 

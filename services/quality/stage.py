@@ -55,4 +55,7 @@ def build_models(settings: Settings) -> Sequence[Model]:
     ]
 
 
-STAGE = StageDefinition(name="quality", build_models=build_models)
+#: The classic metrics, BRISQUE and NIQE are NumPy code of many small operations: the GIL
+#: is held most of the time (measured: two threads take as long per image as one), so near
+#: and far run in two child processes.
+STAGE = StageDefinition(name="quality", build_models=build_models, holds_gil=True)
