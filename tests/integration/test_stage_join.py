@@ -1,0 +1,127 @@
+"""The stage runtime's join and single write, on the real Redis and MongoDB-wire server:
+one decision per stage, a redelivered winner publishes again, a duplicate records nothing
+twice, and the last stage ends the transaction and cleans up after it."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+import redis
+from pymongo import MongoClient
+
+from shared import transactions
+from shared.analysis import Face, Image, Model, ModelInfo, ModelResult
+from shared.blobstore import image_key, join_key
+from shared.imaging import encode_jpeg
+from shared.pipeline import StageDefinition, StageName
+from shared.runtime import StageRuntime
+from shared.schema import StageJob
+from shared.storage import COMPLETED, PENDING, Doc
+from tools.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class Passes:
+    key: str = "passes"
+    info: ModelInfo = field(default=ModelInfo(name="passes", version="1"))
+
+    def analyze(self, image: Image, face: Face | None) -> ModelResult:
+        return ModelResult(scores={"height": float(image.shape[0])})
+
+
+def _passes(_: object) -> Sequence[Model]:
+    return [Passes()]
+
+
+def _definition(name: StageName) -> StageDefinition:
+    return StageDefinition(name=name, build_models=_passes, needs_face=False)
+
+
+@pytest.fixture
+def world(stack: Stack) -> Iterator[tuple[Stack, MongoClient[Doc], redis.Redis]]:
+    mongo: MongoClient[Doc] = MongoClient(stack.settings.mongo_url, tz_aware=True)
+    store = redis.Redis.from_url(stack.settings.redis_url)
+    yield stack, mongo, store
+    mongo.close()
+    store.close()
+
+
+def _new_transaction(world: tuple[Stack, MongoClient[Doc], redis.Redis]) -> list[StageJob]:
+    stack, mongo, store = world
+    tid = f"join-{uuid.uuid4().hex}"
+    doc = transactions.new_transaction(
+        transaction_id=tid, client_id="c-join", client_name="join", user_name="u",
+        documento="d", process_guid=None, client_reference=None, service="test",
+        api_hash="test", images={}, expires_at=None, deadline_seconds=60,
+    )  # fmt: skip
+    mongo[stack.settings.mongo_db]["transactions"].insert_one(doc)
+    jpeg = encode_jpeg(np.full((40, 30, 3), 120, dtype=np.uint8))
+    for side in ("near", "far"):
+        store.set(image_key(tid, side), jpeg, ex=60)
+    return transactions.first_stage_jobs(doc)
+
+
+def _doc(world: tuple[Stack, MongoClient[Doc], redis.Redis], tid: str) -> Doc:
+    stack, mongo, _ = world
+    found = mongo[stack.settings.mongo_db]["transactions"].find_one({"_id": tid})
+    assert found is not None
+    return found
+
+
+def test_one_decision_per_stage_a_redelivered_winner_publishes_again_and_duplicates_do_nothing(
+    world: tuple[Stack, MongoClient[Doc], redis.Redis],
+) -> None:
+    stack = world[0]
+    near, far = _new_transaction(world)
+    runtime = StageRuntime(_definition("face_detector"), stack.settings)
+    try:
+        assert runtime.handle(near, time.time_ns(), "near-1").follow_ups == []
+        assert "face_detector" not in _doc(world, near.transaction_id)["stages"]
+        follow_ups = runtime.handle(far, time.time_ns(), "far-1").follow_ups
+        assert [(j.image, j.client_id) for j in follow_ups] == [("near", "c-join"),
+                                                               ("far", "c-join")]  # fmt: skip
+        stage = _doc(world, near.transaction_id)["stages"]["face_detector"]
+        assert stage["decision"]["outcome"] == "pass"
+        assert stage["decision"]["delivery"] == "far-1"
+        assert stage["near"]["scores"]["passes"]["values"]["height"] == 40.0
+        written = (stage["near"]["started_at"], stage["far"]["started_at"])
+        # The winner redelivered (it may have died before publishing): it publishes again.
+        assert len(runtime.handle(far, time.time_ns(), "far-1").follow_ups) == 2
+        # A duplicate of the other image (another message): nothing to publish, nothing
+        # written twice.
+        assert runtime.handle(near, time.time_ns(), "near-2").follow_ups == []
+        stage = _doc(world, near.transaction_id)["stages"]["face_detector"]
+        assert (stage["near"]["started_at"], stage["far"]["started_at"]) == written
+        assert _doc(world, near.transaction_id)["status"] == PENDING
+    finally:
+        runtime.close()
+
+
+def test_the_last_stage_ends_the_transaction_once_and_cleans_up(
+    world: tuple[Stack, MongoClient[Doc], redis.Redis],
+) -> None:
+    stack, _, store = world
+    near, far = _new_transaction(world)
+    runtime = StageRuntime(_definition("pad"), stack.settings)
+    try:
+        runtime.handle(near, time.time_ns(), "near-1")
+        assert runtime.handle(far, time.time_ns(), "far-1").follow_ups == []
+        doc = _doc(world, near.transaction_id)
+        assert doc["status"] == COMPLETED
+        assert doc["summary_reason"] == "accepted"
+        assert doc["stages"]["pad"]["decision"]["outcome"] == "pass"
+        assert doc["total_time_ms"] > 0
+        tid = near.transaction_id
+        assert not store.exists(join_key(tid), image_key(tid, "near"), image_key(tid, "far"))
+        # A late duplicate finds the images gone: it changes nothing.
+        runtime.handle(near, time.time_ns(), "near-2")
+        assert _doc(world, tid)["summary_reason"] == "accepted"
+    finally:
+        runtime.close()
