@@ -31,9 +31,11 @@ _definition: StageDefinition | None = None
 _models: Sequence[Model] = ()
 
 
-def _start_child(definition: StageDefinition, settings: Settings) -> None:
+def _start_child(definition: StageDefinition, settings: Settings, parent: int) -> None:
     global _definition, _models
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    # The worker's pid comes from the worker itself: one that died before this child got
+    # here has already left it to another parent.
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     _definition = definition
     _models = definition.build_models(settings)
 
@@ -78,7 +80,7 @@ class AnalysisPool:
             self._processes,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_child,
-            initargs=(self._definition, self._settings),
+            initargs=(self._definition, self._settings, os.getpid()),
         )
         # Start every child and build its models now, not on the first jobs; a model that
         # cannot load fails here, at the worker's start.

@@ -89,7 +89,7 @@ def test_children_leave_when_their_worker_is_killed_outright() -> None:
         assert children
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
-        _, alive = psutil.wait_procs(children, timeout=10)
+        _, alive = psutil.wait_procs(children, timeout=30)
         assert not alive, f"children outlived their worker: {alive}"
     finally:
         if worker.poll() is None:
