@@ -169,11 +169,6 @@ class BlobStore:
     def reset_attempts(self, transaction_id: str, stage: str, side: str) -> None:
         self.redis.hdel(join_key(transaction_id), _attempts_field(stage, side))
 
-    def get_image(self, transaction_id: str, side: str) -> bytes | None:
-        data = self.redis.get(image_key(transaction_id, side))
-        assert data is None or isinstance(data, bytes)
-        return data
-
     def delete_images(self, transaction_id: str) -> None:
         self.redis.delete(*_transaction_keys(transaction_id))
 

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Literal, cast
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from shared import codes
 from shared.analysis import (
@@ -289,9 +289,7 @@ def decide(
     return Decision("reject" if reasons else "pass", reasons, scores)
 
 
-def labelled_deferred(
-    stage: StageName, records: Mapping[ImageSide, ImageRecord]
-) -> list[dict[str, Any]]:
+def labelled_deferred(stage: str, records: Mapping[ImageSide, ImageRecord]) -> list[dict[str, Any]]:
     """The rejections `stage` found and left to a later stage, labelled with their stage
     and image (what a stage's next jobs carry on, `decide_at` included)."""
     return [
@@ -315,15 +313,9 @@ def carried_to(
 ) -> list[dict[str, Any]]:
     """The rejections earlier stages left for `stage` to decide, labelled with their own
     stage and image (they are decided here, but found there)."""
-    return due_at(
-        stage,
-        [
-            reason
-            for name, records in earlier.items()
-            if is_stage(name)
-            for reason in labelled_deferred(cast(StageName, name), records)
-        ],
-    )
+    found = [reason for name, records in earlier.items()
+             for reason in labelled_deferred(name, records)]  # fmt: skip
+    return due_at(stage, found)
 
 
 def decided_by(decision: Decision, stage: StageName) -> str | None:

@@ -90,9 +90,4 @@ def pair_check(near: ImageRecord, far: ImageRecord, policy: Policy) -> PairResul
     return check({"scores": near.scores}, {"scores": far.scores})
 
 
-#: The heuristics are NumPy code (FFT, filters) holding the GIL much of the time (measured:
-#: two threads 11.0 ms per image against 14.6 one at a time, 7.3 ideal), so near and far
-#: run in two child processes: light-load p50 -8 ms, saturation +5 % on 2 cores.
-STAGE = StageDefinition(
-    name="pad", build_models=build_models, pair_check=pair_check, holds_gil=True
-)
+STAGE = StageDefinition(name="pad", build_models=build_models, pair_check=pair_check)

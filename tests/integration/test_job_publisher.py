@@ -77,9 +77,11 @@ def test_a_dropped_connection_is_replaced_and_no_job_is_lost(
 ) -> None:
     pub, prefix, broker_url = publisher
     pub.publish("accessory", _jobs("t1"))
+    dropped = pub._local.confirms
     # The connection goes away under it (an idle connection dropped, a broker restart).
-    pub._local.confirms.connection.connection.sock.close()
+    dropped.connection.connection.sock.close()
     pub.publish("accessory", _jobs("t2"))
+    assert pub._local.confirms is not dropped, "the publisher did not reconnect"
     ids = [body[0][0]["transaction_id"] for _, body in _drain(broker_url,  # type: ignore[index]
            queue_name("accessory", prefix), 4)]  # fmt: skip
     assert ids.count("t1") == 2 and ids.count("t2") == 2
