@@ -152,6 +152,7 @@ class StageRuntime:
         """
         started_ns = time.time_ns()
         queue_ns = max(0, started_ns - published_ns) if published_ns else 0
+        job = self._with_context(job)
         tid, side = job.transaction_id, job.image
         outcome = JobOutcome()
         attempt, data = self.blobs.begin_job(tid, self.stage, side, ttl=self._join_ttl)
@@ -275,7 +276,7 @@ class StageRuntime:
         if self.store.record_stage(tid, self.stage, records, stored, final):
             if final is None:
                 return self._next_jobs(job, entries)
-            transactions.count_final(tid, self._client_id(job), job.until, final)
+            transactions.count_final(tid, str(job.client_id), job.until, final)
             failed = decision.outcome == "error"
             transactions.finish_sync(self.blobs, tid, self._ttl if failed else None)
             return []
@@ -308,13 +309,25 @@ class StageRuntime:
             for s in IMAGE_SIDES
         ]
 
+    def _with_context(self, job: StageJob) -> StageJob:
+        """The job with the transaction's context, read once for a job published before jobs
+        carried it (during a rolling upgrade); every other job already has it."""
+        if job.client_id is not None and job.created_ns is not None:
+            return job
+        fields = ("client_id", "created_ns", "until", "policy")
+        doc = self.store.get_transaction(job.transaction_id, fields)
+        if doc is None:
+            return job
+        return job.model_copy(update={"client_id": str(doc["client_id"]),
+                                      "created_ns": int(doc["created_ns"]),
+                                      "until": doc.get("until"),
+                                      "policy": job.policy or doc.get("policy")})  # fmt: skip
+
     def _final_fields(
         self, job: StageJob, decision: Decision, records: Mapping[ImageSide, Mapping[str, Any]]
     ) -> dict[str, Any]:
-        created_ns = job.created_ns
-        if created_ns is None:  # a job published before jobs carried it
-            doc = self.store.get_transaction(job.transaction_id, ("created_ns",))
-            created_ns = int(doc["created_ns"]) if doc else time.time_ns()
+        # No context only when the transaction is gone: then the conditional write fails.
+        created_ns = job.created_ns if job.created_ns is not None else time.time_ns()
         description = None
         if decision.outcome == "pass":
             description = transactions.accepted_description({"stages": {self.stage: records}})
@@ -325,12 +338,6 @@ class StageRuntime:
             reasons=decision.reasons,
             description=description,
         )
-
-    def _client_id(self, job: StageJob) -> str:
-        if job.client_id is not None:
-            return job.client_id
-        doc = self.store.get_transaction(job.transaction_id, ("client_id",))
-        return str(doc["client_id"]) if doc else "unknown"
 
     def policy_of(self, job: StageJob) -> Policy:
         if job.policy is not None:

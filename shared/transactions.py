@@ -207,21 +207,17 @@ def finalize_sync(
     *,
     decided_by: str | None,
     reasons: Sequence[Mapping[str, Any]] = (),
-    retain_images_seconds: int | None = None,
 ) -> bool:
     """`finalize` from a worker's thread, for a transaction ended outside a stage decision
     (its image expired): what the job carries replaces a read of the document."""
-    created_ns, client_id, until = job.created_ns, job.client_id, job.until
-    if created_ns is None or client_id is None:
-        doc = store.get_transaction(job.transaction_id, ("status", "created_ns", "client_id"))
-        if doc is None or doc["status"] != PENDING:
-            return False
-        created_ns, client_id = int(doc["created_ns"]), str(doc["client_id"])
+    # No context only when the transaction is gone (see StageRuntime._with_context): then
+    # the conditional write fails and nothing is counted.
+    created_ns = job.created_ns if job.created_ns is not None else time.time_ns()
     fields = final_fields(summary, created_ns, decided_by=decided_by, reasons=reasons)
     won = store.finalize(job.transaction_id, fields)
     if won:
-        count_final(job.transaction_id, client_id, until, fields)
-    finish_sync(blobs, job.transaction_id, retain_images_seconds)
+        count_final(job.transaction_id, str(job.client_id), job.until, fields)
+    finish_sync(blobs, job.transaction_id)
     return won
 
 
