@@ -253,20 +253,19 @@ def decide(
     check; otherwise the stage passes."""
     stage = definition.name
     records = {"near": near, "far": far}
-    errors = [
-        {**r, "image": side, "stage": stage}
-        for side, rec in records.items()
-        if rec.verdict == "error"
-        for r in rec.reasons
-    ]
+
+    def reasons_of(verdict: Verdict) -> list[dict[str, Any]]:
+        return [
+            {**r, "image": side, "stage": stage}
+            for side, rec in records.items()
+            if rec.verdict == verdict
+            for r in rec.reasons
+        ]
+
+    errors = reasons_of("error")
     if errors:
         return Decision("error", errors)
-    rejections = [
-        {**r, "image": side, "stage": stage}
-        for side, rec in records.items()
-        if rec.verdict == "reject"
-        for r in rec.reasons
-    ]
+    rejections = reasons_of("reject")
     if rejections:
         return Decision("reject", rejections)
     if carried:
