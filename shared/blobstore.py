@@ -117,6 +117,19 @@ class AsyncBlobStore:
 
 
 @dataclass(frozen=True)
+class JobStart:
+    """What a job's first round trip found."""
+
+    #: This delivery's number (1 on the first).
+    attempt: int
+    #: The image, or None once it has gone (expired, or the transaction ended).
+    image: bytes | None
+    #: This image's entry at this stage when an earlier delivery of the job already joined
+    #: it (it finished, then lost its acknowledgement to a broker connection loss).
+    joined: str | None
+
+
+@dataclass(frozen=True)
 class Joined:
     """What a job found when it joined its stage."""
 
@@ -135,19 +148,18 @@ class BlobStore:
     def __init__(self, url: str) -> None:
         self.redis: redis.Redis = redis.Redis.from_url(url, **client_options(asynchronous=False))
 
-    def begin_job(
-        self, transaction_id: str, stage: str, side: str, ttl: int
-    ) -> tuple[int, bytes | None]:
-        """Count this delivery of the job (crashes included: a killed worker never says so)
-        and fetch its image, in one round trip: (the delivery's number, the image or None)."""
+    def begin_job(self, transaction_id: str, stage: str, side: str, ttl: int) -> JobStart:
+        """Count this delivery of the job (crashes included: a killed worker never says so),
+        fetch its image and any result an earlier delivery already joined, in one round trip."""
         key = join_key(transaction_id)
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.hincrby(key, _attempts_field(stage, side), 1)
+            pipe.hget(key, f"{stage}:{side}")
             pipe.expire(key, ttl)
             pipe.get(image_key(transaction_id, side))
-            count, _, data = pipe.execute()
+            count, joined, _, data = pipe.execute()
         assert data is None or isinstance(data, bytes)
-        return int(count), data
+        return JobStart(int(count), data, joined.decode() if joined is not None else None)
 
     def join(self, transaction_id: str, stage: str, side: str, entry: str, ttl: int) -> Joined:
         """Add this image's result to its stage. Atomic (MULTI), so of two images finishing

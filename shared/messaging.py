@@ -78,6 +78,13 @@ def make_celery(settings: Settings, name: str = "faceval") -> Celery:
         worker_enable_remote_control=False,
         task_send_sent_event=False,
         worker_hijack_root_logger=False,
+        # Celery's prefetch reduction after a reconnect restores the prefetch from the thread
+        # that acknowledges a task: with the threads pool that is a task thread sending
+        # basic.qos on the consumer's connection while the consumer loop reads it. Seen under
+        # a broker restart: a worker hung in basic_qos, another's frames interleaved
+        # (UnexpectedFrame), and their queues stopped moving. Off, a reconnected worker
+        # prefetches its usual two jobs at once (the documented workaround, celery#9512).
+        worker_enable_prefetch_count_reduction=False,
         # Not worker_cancel_long_running_tasks_on_connection_loss: the threads pool cannot
         # cancel a running task (it logged NotImplementedError on every connection loss).
         # A job in hand when the connection drops is redelivered by the broker anyway.

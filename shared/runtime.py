@@ -26,7 +26,7 @@ from typing import Any
 from shared import codes, metrics, transactions
 from shared.analysis import IMAGE_SIDES, Face, ImageSide, Model
 from shared.analysis_pool import AnalysisPool, BrokenProcessPool
-from shared.blobstore import BlobStore
+from shared.blobstore import BlobStore, JobStart, Joined
 from shared.imaging import decode_rgb
 from shared.pipeline import (
     Decision,
@@ -155,14 +155,42 @@ class StageRuntime:
         job = self._with_context(job)
         tid, side = job.transaction_id, job.image
         outcome = JobOutcome()
-        attempt, data = self.blobs.begin_job(tid, self.stage, side, ttl=self._join_ttl)
-        if data is None:
+        start = self.blobs.begin_job(tid, self.stage, side, ttl=self._join_ttl)
+        if start.image is None:
             self._image_expired(job)
             return outcome
-        record, verdict, times, work_ns = self._analyze(job, data, attempt, started_ns, queue_ns)
+        if start.joined is not None:
+            # An earlier delivery finished and joined this image, then lost its acknowledgement
+            # (a broker connection loss): its result stands, the models need not run again,
+            # and the delivery is neither observed twice nor counted towards a poison job.
+            entry = JoinEntry.load(start.joined)
+            joined = self.blobs.join(tid, self.stage, side, start.joined, ttl=self._join_ttl)
+        else:
+            entry, joined = self._analyze_and_join(job, start, started_ns, queue_ns, outcome)
+        if joined.entries is not None:
+            entries = {
+                s: entry if s == side else JoinEntry.load(joined.entries[s]) for s in IMAGE_SIDES
+            }
+            outcome.follow_ups = self._decide_stage(job, entries, delivery)
+        elif not joined.images_present:
+            # Redis lost the images after this job fetched its own (a restart), and with them
+            # any result the other image had joined: no stage after this one could run, and
+            # waiting for that result would only end in a timeout.
+            self._image_expired(job)
+        return outcome
+
+    def _analyze_and_join(
+        self, job: StageJob, start: JobStart, started_ns: int, queue_ns: int, outcome: JobOutcome
+    ) -> tuple[JoinEntry, Joined]:
+        assert start.image is not None
+        side = job.image
+        record, verdict, times, work_ns = self._analyze(
+            job, start.image, start.attempt, started_ns, queue_ns
+        )
         entry = JoinEntry(record, job.face)
-        joined = self.blobs.join(tid, self.stage, side, entry.dump(), ttl=self._join_ttl)
-        if attempt == 1 or verdict == "error":
+        joined = self.blobs.join(job.transaction_id, self.stage, side, entry.dump(),
+                                 ttl=self._join_ttl)  # fmt: skip
+        if start.attempt == 1 or verdict == "error":
             # Observed on a job's first delivery only, so a redelivered job is not counted
             # twice (a dead letter is published by the delivery that gave up).
             if verdict == "error":
@@ -175,17 +203,7 @@ class StageRuntime:
                 metrics.MODEL_EXECUTION_SECONDS.labels(
                     stage=self.stage, model=key, image=side
                 ).observe(seconds)
-        if joined.entries is not None:
-            entries = {
-                s: entry if s == side else JoinEntry.load(joined.entries[s]) for s in IMAGE_SIDES
-            }
-            outcome.follow_ups = self._decide_stage(job, entries, delivery)
-        elif not joined.images_present:
-            # Redis lost the images after this job fetched its own (a restart), and with them
-            # any result the other image had joined: no stage after this one could run, and
-            # waiting for that result would only end in a timeout.
-            self._image_expired(job)
-        return outcome
+        return entry, joined
 
     def _image_expired(self, job: StageJob) -> None:
         """End the transaction: an image is gone (expired, lost by Redis, or the transaction

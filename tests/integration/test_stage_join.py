@@ -125,3 +125,42 @@ def test_the_last_stage_ends_the_transaction_once_and_cleans_up(
         assert _doc(world, tid)["summary_reason"] == "accepted"
     finally:
         runtime.close()
+
+
+@dataclass
+class Counts:
+    """Passes, counting the images it analysed."""
+
+    key: str = "passes"
+    info: ModelInfo = field(default=ModelInfo(name="passes", version="1"))
+    calls: list[int] = field(default_factory=list)
+
+    def analyze(self, image: Image, face: Face | None) -> ModelResult:
+        self.calls.append(image.shape[0])
+        return ModelResult(scores={"height": float(image.shape[0])})
+
+
+def test_a_redelivered_job_that_had_joined_keeps_its_result_and_is_never_a_poison_job(
+    world: tuple[Stack, MongoClient[Doc], redis.Redis],
+) -> None:
+    stack = world[0]
+    near, far = _new_transaction(world)
+    model = Counts()
+    definition = StageDefinition(name="face_detector", build_models=lambda _: [model],
+                                 needs_face=False)  # fmt: skip
+    runtime = StageRuntime(definition, stack.settings)
+    try:
+        runtime.handle(near, time.time_ns(), "near-1")
+        assert model.calls == [40]
+        # The broker lost near's acknowledgement again and again (restarts): each redelivery
+        # finds its result joined, runs no model and is not counted towards a poison job.
+        for _ in range(stack.settings.max_job_attempts + 1):
+            assert runtime.handle(near, time.time_ns(), "near-1").follow_ups == []
+        assert model.calls == [40]
+        assert len(runtime.handle(far, time.time_ns(), "far-1").follow_ups) == 2
+        stage = _doc(world, near.transaction_id)["stages"]["face_detector"]
+        assert stage["decision"]["outcome"] == "pass"
+        assert "attempts" not in stage["near"]
+        assert model.calls == [40, 40]
+    finally:
+        runtime.close()

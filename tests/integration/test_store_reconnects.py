@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.blobstore import AsyncBlobStore, BlobStore, image_key
+from shared.blobstore import AsyncBlobStore, BlobStore, JobStart, image_key
 from tools.stack import free_port, wait_for_port
 
 pytestmark = pytest.mark.integration
@@ -54,7 +54,7 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
 
 def test_the_first_commands_after_a_redis_restart_succeed(private_redis: PrivateRedis) -> None:
     sync = BlobStore(private_redis.url)
-    assert sync.begin_job("t", "face_detector", "near", ttl=60) == (1, None)
+    assert sync.begin_job("t", "face_detector", "near", ttl=60) == JobStart(1, None, None)
 
     async def scenario() -> None:
         blobs = AsyncBlobStore(private_redis.url)
@@ -72,6 +72,6 @@ def test_the_first_commands_after_a_redis_restart_succeed(private_redis: Private
 
     asyncio.run(scenario())
     # The first command after the restart succeeds, on an empty server (nothing was saved).
-    assert sync.begin_job("t", "face_detector", "near", ttl=60) == (1, None)
+    assert sync.begin_job("t", "face_detector", "near", ttl=60) == JobStart(1, None, None)
     assert sync.join("t", "face_detector", "near", "{}", ttl=60).entries is None
     assert image_key("t", "near") == "faceval:img:t:near"
