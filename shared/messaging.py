@@ -19,6 +19,7 @@ from celery import Celery
 from kombu.common import maybe_declare, uuid
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
+from kombu.exceptions import OperationalError
 from kombu.messaging import Producer
 
 from shared.pipeline import STAGES, StageName, queue_name, task_name
@@ -213,11 +214,14 @@ class JobPublisher:
             except (MessageNacked, TimeoutError):
                 self._drop()
                 raise
-            except Exception:
+            except Exception as exc:
                 # A connection closed while idle, a broker restart: once more on a new one.
                 self._drop()
                 if attempt == 2:
-                    raise
+                    # Said as kombu's connection failure, which the worker retries: raised as
+                    # the socket's own error (connection refused) the job would fail, and
+                    # its follow-ups be lost, whenever the job's own delivery stays sound.
+                    raise OperationalError(f"could not publish {stage} jobs: {exc!r}") from exc
 
     def _publish(self, stage: StageName, jobs: Sequence[StageJob]) -> None:
         confirms = self._confirms()

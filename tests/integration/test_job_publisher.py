@@ -10,12 +10,15 @@ from collections.abc import Iterator
 
 import pika
 import pytest
+from kombu.exceptions import OperationalError
 
 from shared.messaging import PUBLISHED_HEADER, JobPublisher, make_celery
 from shared.pipeline import queue_name, task_name
 from shared.queues import pika_url
 from shared.schema import StageJob
 from shared.settings import get_settings
+from shared.worker import TRANSIENT_ERRORS
+from tools.stack import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -85,3 +88,16 @@ def test_a_dropped_connection_is_replaced_and_no_job_is_lost(
     ids = [body[0][0]["transaction_id"] for _, body in _drain(broker_url,  # type: ignore[index]
            queue_name("accessory", prefix), 4)]  # fmt: skip
     assert ids.count("t1") == 2 and ids.count("t2") == 2
+
+
+def test_a_broker_that_stays_unreachable_is_a_retryable_failure(
+    publisher: tuple[JobPublisher, str, str],
+) -> None:
+    pub, _, _ = publisher
+    # Nothing listens there: connecting is refused, as during a broker restart. The worker
+    # retries what TRANSIENT_ERRORS lists; a raw ConnectionRefusedError would fail the job.
+    pub.app.conf.broker_url = f"amqp://guest:guest@127.0.0.1:{free_port()}//"
+    with pytest.raises(OperationalError) as raised:
+        pub.publish("accessory", _jobs("t1"))
+    assert isinstance(raised.value, TRANSIENT_ERRORS)
+    assert isinstance(raised.value.__cause__, ConnectionRefusedError)

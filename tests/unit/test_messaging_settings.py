@@ -19,6 +19,14 @@ def test_the_threads_pool_is_never_asked_to_cancel_tasks_on_connection_loss() ->
     assert not app.conf.worker_cancel_long_running_tasks_on_connection_loss
 
 
+def test_a_reconnected_worker_never_restores_its_prefetch_from_a_task_thread() -> None:
+    # Celery's restore step sends basic.qos on the consumer's connection from the thread
+    # that acknowledges a task: with the threads pool it raced the consumer loop and hung
+    # workers after a broker restart (the fault suite's broker_kill phase ended in timeouts).
+    app = make_celery(Settings())
+    assert app.conf.worker_enable_prefetch_count_reduction is False
+
+
 def test_a_lost_ack_after_a_connection_loss_is_logged_as_a_warning_without_traceback() -> None:
     record = logging.LogRecord(
         "celery.worker.request", logging.CRITICAL, __file__, 1,
