@@ -178,9 +178,10 @@ class JobPublisher:
     Kombu's `confirm_publish` waits for each message's confirm before sending the next, so a
     stage's two follow-up jobs cost two confirm round trips back to back. This sends both,
     then waits until the broker has confirmed both: the same guarantee (the job that
-    published them is acknowledged only after they are durable), one wait. The messages
-    are Celery's own (`as_task_v2`). A worker's task threads each get their own connection
-    and channel (AMQP channels are not thread-safe).
+    published them is acknowledged only after they are durable), one wait. `send` and
+    `confirm` apart let the caller do its own work (the stage's MongoDB write) while the
+    broker persists them. The messages are Celery's own (`as_task_v2`). A worker's task
+    threads each get their own connection and channel (AMQP channels are not thread-safe).
     """
 
     def __init__(self, app: Celery) -> None:
@@ -204,32 +205,70 @@ class JobPublisher:
         if confirms is not None:
             confirms.close()
 
-    def publish(self, stage: StageName, jobs: Sequence[StageJob]) -> None:
-        """Publish and wait for every confirm; on a connection failure reconnect and publish
-        them all once more (a duplicate job is harmless, a lost one is not), then raise."""
-        for attempt in (1, 2):
-            try:
-                self._publish(stage, jobs)
-                return
-            except (MessageNacked, TimeoutError):
-                self._drop()
-                raise
-            except Exception as exc:
-                # A connection closed while idle, a broker restart: once more on a new one.
-                self._drop()
-                if attempt == 2:
-                    # Said as kombu's connection failure, which the worker retries: raised as
-                    # the socket's own error (connection refused) the job would fail, and
-                    # its follow-ups be lost, whenever the job's own delivery stays sound.
-                    raise OperationalError(f"could not publish {stage} jobs: {exc!r}") from exc
+    def _unconfirmed(self) -> list[tuple[StageName, Sequence[StageJob]]]:
+        batch: list[tuple[StageName, Sequence[StageJob]]] | None = getattr(
+            self._local, "unconfirmed", None
+        )
+        if batch is None:
+            batch = self._local.unconfirmed = []
+        return batch
 
-    def _publish(self, stage: StageName, jobs: Sequence[StageJob]) -> None:
+    def publish(self, stage: StageName, jobs: Sequence[StageJob]) -> None:
+        """Publish and wait for every confirm (`send`, then `confirm`)."""
+        self.send(stage, jobs)
+        self.confirm()
+
+    def send(self, stage: StageName, jobs: Sequence[StageJob]) -> None:
+        """Publish without waiting; `confirm` waits for these and any sent before."""
+        self._unconfirmed().append((stage, list(jobs)))
+        try:
+            self._send(stage, jobs)
+        except Exception:
+            # A connection closed while idle, a broker restart: `confirm` sends the whole
+            # batch again on a new connection.
+            self._drop()
+
+    def confirm(self) -> None:
+        """Wait until the broker has confirmed every job sent since the last `confirm`. On a
+        connection failure, send them all once more on a new connection and wait again (a
+        duplicate job is harmless, a lost one is not); if that fails too, raise kombu's
+        OperationalError, which the worker retries."""
+        batch = self._unconfirmed()
+        if not batch:
+            return
+        try:
+            for attempt in (1, 2):
+                try:
+                    if getattr(self._local, "confirms", None) is None:
+                        for stage, jobs in batch:
+                            self._send(stage, jobs)
+                    self._wait()
+                    return
+                except (MessageNacked, TimeoutError):
+                    self._drop()
+                    raise
+                except Exception as exc:
+                    self._drop()
+                    if attempt == 2:
+                        # Said as kombu's connection failure: raised as the socket's own
+                        # error (connection refused) the job would fail, and its follow-ups
+                        # be lost, whenever the job's own delivery stays sound.
+                        stages = sorted({stage for stage, _ in batch})
+                        raise OperationalError(f"could not publish {stages} jobs: {exc!r}") from exc
+        finally:
+            batch.clear()
+
+    def discard(self) -> None:
+        """Forget what was sent and not confirmed (the job failed and will be retried, which
+        publishes again)."""
+        self._unconfirmed().clear()
+
+    def _send(self, stage: StageName, jobs: Sequence[StageJob]) -> None:
         confirms = self._confirms()
         queue = stage_queue(stage, self.prefix)
         # Never into a queue that does not exist yet (its messages would be dropped as
         # unroutable): declared once per connection (kombu caches it), as Celery does.
         maybe_declare(queue, confirms.channel)
-        confirms.nacked = False
         for job in jobs:
             task_id = uuid()
             headers, properties, body, _ = self.app.amqp.as_task_v2(
@@ -243,6 +282,9 @@ class JobPublisher:
             )  # fmt: skip
             confirms.sent += 1
             confirms.pending.add(confirms.sent)
+
+    def _wait(self) -> None:
+        confirms = self._confirms()
         deadline = time.monotonic() + CONFIRM_TIMEOUT_SECONDS
         while confirms.pending:
             remaining = deadline - time.monotonic()
@@ -250,4 +292,5 @@ class JobPublisher:
                 raise TimeoutError(f"no confirm from the broker in {CONFIRM_TIMEOUT_SECONDS} s")
             confirms.connection.drain_events(timeout=remaining)
         if confirms.nacked:
+            confirms.nacked = False
             raise MessageNacked("the broker refused a job")

@@ -72,6 +72,11 @@ def next_stage(stage: StageName) -> StageName | None:
     return STAGES[index + 1] if index + 1 < len(STAGES) else None
 
 
+def previous_stage(stage: StageName) -> StageName | None:
+    index = STAGES.index(stage)
+    return STAGES[index - 1] if index > 0 else None
+
+
 def is_stage(name: str) -> bool:
     return name in STAGES
 

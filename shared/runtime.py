@@ -18,7 +18,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +40,7 @@ from shared.pipeline import (
     due_at,
     labelled_deferred,
     next_stage,
+    previous_stage,
 )
 from shared.schema import StageJob
 from shared.settings import Settings
@@ -47,11 +48,29 @@ from shared.storage import PENDING, WorkerStore
 
 log = logging.getLogger(__name__)
 
-__all__ = ["JobOutcome", "ModelFailure", "StageDefinition", "StageRuntime"]
+__all__ = [
+    "JobOutcome",
+    "ModelFailure",
+    "SendJobs",
+    "StageDefinition",
+    "StageOutOfOrder",
+    "StageRuntime",
+]
 
 
 class ModelFailure(Exception):
     """A model raised on this image; the job is retried until its attempts run out."""
+
+
+class StageOutOfOrder(Exception):
+    """This stage decided before the stage before it was recorded in MongoDB (that stage
+    sends its jobs before its write lands, or its write failed and is being retried): the
+    job is retried, and keeps its joined result."""
+
+
+#: Publishes a stage's jobs without waiting for the broker's confirms (the caller waits for
+#: them before acknowledging the job).
+SendJobs = Callable[[StageName, Sequence[StageJob]], None]
 
 
 @dataclass
@@ -141,8 +160,15 @@ class StageRuntime:
 
     # --- one job ----------------------------------------------------------------------------
 
-    def handle(self, job: StageJob, published_ns: int | None, delivery: str = "") -> JobOutcome:
-        """Process one job; says what is left to publish (next stage's jobs, a dead letter).
+    def handle(
+        self,
+        job: StageJob,
+        published_ns: int | None,
+        delivery: str = "",
+        send: SendJobs | None = None,
+    ) -> JobOutcome:
+        """Process one job; says what it handed on (the next stage's jobs: already given to
+        `send` when there is one, else for the caller to publish) and any dead letter.
 
         Safe to run twice for the same job (redelivery): the stage's records and decision
         are written once, by the one conditional write that wins; a redelivery of the job
@@ -171,7 +197,7 @@ class StageRuntime:
             entries = {
                 s: entry if s == side else JoinEntry.load(joined.entries[s]) for s in IMAGE_SIDES
             }
-            outcome.follow_ups = self._decide_stage(job, entries, delivery)
+            outcome.follow_ups = self._decide_stage(job, entries, delivery, send)
         elif not joined.images_present:
             # Redis lost the images after this job fetched its own (a restart), and with them
             # any result the other image had joined: no stage after this one could run, and
@@ -275,9 +301,14 @@ class StageRuntime:
         }
 
     def _decide_stage(
-        self, job: StageJob, entries: Mapping[ImageSide, JoinEntry], delivery: str
+        self,
+        job: StageJob,
+        entries: Mapping[ImageSide, JoinEntry],
+        delivery: str,
+        send: SendJobs | None,
     ) -> list[StageJob]:
-        """Both images are in: decide, write the stage once, say what to publish next."""
+        """Both images are in: decide, write the stage once, say what to publish next (sent
+        already, when `send` is given)."""
         tid = job.transaction_id
         decision = self.decide(job, entries)
         following = None if job.until == self.stage else next_stage(self.stage)
@@ -289,20 +320,32 @@ class StageRuntime:
             "decided_at": datetime.now(UTC),
         }
         final = None
+        follow_ups: list[StageJob] = []
         if decision.outcome != "pass" or following is None:
             final = self._final_fields(job, decision, records)
-        if self.store.record_stage(tid, self.stage, records, stored, final):
+        else:
+            follow_ups = self._next_jobs(job, entries)
+            if send is not None:
+                # The broker persists the next jobs while MongoDB takes the write: the job
+                # is acknowledged only after both (the worker waits for the confirms). The
+                # next stage cannot record before this one (the write's `after`), so
+                # sending first never reorders the stages in MongoDB.
+                send(following, follow_ups)
+        before = previous_stage(self.stage)
+        if self.store.record_stage(tid, self.stage, records, stored, final, after=before):
             if final is None:
-                return self._next_jobs(job, entries)
+                return follow_ups
             transactions.count_final(tid, str(job.client_id), job.until, final)
             failed = decision.outcome == "error"
             transactions.finish_sync(self.blobs, tid, self._ttl if failed else None)
             return []
         # Lost the write: a redelivery, the other image's job deciding too (it can see both
-        # entries only when one of them is a redelivery), or the transaction had ended.
-        doc = self.store.get_transaction(
-            tid, ("status", "summary_reason", f"stages.{self.stage}.decision")
-        )
+        # entries only when one of them is a redelivery), the transaction had ended, or the
+        # stage before has not recorded yet. Jobs sent above are then harmless duplicates.
+        fields = ["status", "summary_reason", f"stages.{self.stage}.decision"]
+        if before is not None:
+            fields.append(f"stages.{before}.decision")
+        doc = self.store.get_transaction(tid, fields)
         if doc is None:
             return []
         if doc["status"] != PENDING:
@@ -310,11 +353,18 @@ class StageRuntime:
             # again is idempotent and costs two Redis calls.
             transactions.finish_sync(self.blobs, tid, transactions.retained_seconds(doc, self._ttl))
             return []
-        won = doc.get("stages", {}).get(self.stage, {}).get("decision") or {}
+        stages = doc.get("stages", {})
+        won = stages.get(self.stage, {}).get("decision") or {}
+        if not won and before is not None and not stages.get(before, {}).get("decision"):
+            raise StageOutOfOrder(f"{tid}: {self.stage} decided before {before} was recorded")
         if delivery and won.get("delivery") == delivery and won.get("outcome") == "pass":
             # This job won before and may have died before publishing: publish again (the
             # next stage's join and conditional write make a duplicate harmless).
-            return self._next_jobs(job, entries)
+            if not follow_ups:
+                follow_ups = self._next_jobs(job, entries)
+                if send is not None and following is not None:
+                    send(following, follow_ups)
+            return follow_ups
         return []
 
     def _next_jobs(self, job: StageJob, entries: Mapping[ImageSide, JoinEntry]) -> list[StageJob]:

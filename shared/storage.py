@@ -446,18 +446,21 @@ class WorkerStore:
         records: Mapping[Any, Mapping[str, Any]],
         decision: Mapping[str, Any],
         final: Mapping[str, Any] | None = None,
+        after: str | None = None,
     ) -> bool:
         """Write a stage's image results and its decision at once (and, when the decision
         ends the transaction, its final fields): True for the one write that won; False
-        for a redelivery, a second decider, or a transaction that had already ended."""
+        for a redelivery, a second decider, a transaction that had already ended, or (with
+        `after`, the stage before) one whose previous stage has no decision yet."""
         update: Doc = {f"stages.{stage}.{side}": dict(r) for side, r in records.items()}
         update[f"stages.{stage}.decision"] = dict(decision)
         if final is not None:
             update.update(final)
             update["status"] = COMPLETED
-        outcome = self.transactions.update_one(
-            _pending_without(transaction_id, f"stages.{stage}.decision"), {"$set": update}
-        )
+        query = _pending_without(transaction_id, f"stages.{stage}.decision")
+        if after is not None:
+            query[f"stages.{after}.decision"] = {"$exists": True}
+        outcome = self.transactions.update_one(query, {"$set": update})
         return outcome.modified_count == 1
 
     def finalize(self, transaction_id: str, fields: Mapping[str, Any]) -> bool:

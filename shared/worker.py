@@ -25,9 +25,9 @@ from shared.messaging import (
     publish_dead_letter,
 )
 from shared.models_registry import ModelNotReady, Registry
-from shared.pipeline import METRICS_PORT, next_stage, queue_name, task_name
+from shared.pipeline import METRICS_PORT, queue_name, task_name
 from shared.probes import HEARTBEAT_NAME, Heartbeat, install_heartbeat
-from shared.runtime import ModelFailure, StageDefinition, StageRuntime
+from shared.runtime import ModelFailure, StageDefinition, StageOutOfOrder, StageRuntime
 from shared.schema import StageJob
 from shared.settings import Settings, get_settings
 
@@ -89,14 +89,24 @@ def create_worker_app(
         job = StageJob.model_validate(payload)
         rt = get_runtime()
         try:
-            with heartbeat.job():
-                outcome = rt.handle(job, published_ns_of(self.request), str(self.request.id))
+            try:
+                with heartbeat.job():
+                    outcome = rt.handle(job, published_ns_of(self.request), str(self.request.id),
+                                        send=publisher.send)  # fmt: skip
+            except BaseException:
+                publisher.discard()  # the retry publishes them again
+                raise
+            # The next stage's jobs went out before the stage's MongoDB write: the job is
+            # acknowledged (on return) only once the broker has them on disk.
+            publisher.confirm()
             if outcome.dead_letter is not None:
                 publish_dead_letter(app, outcome.dead_letter)
                 log.error("%s: job %s/%s dead-lettered", stage, job.transaction_id, job.image)
-            following = next_stage(stage)
-            if outcome.follow_ups and following is not None:
-                publisher.publish(following, outcome.follow_ups)
+        except StageOutOfOrder as exc:
+            # The stage before is writing its record (or retrying it): soon, and briefly.
+            delay = min(2.0, 0.05 * 2 ** int(self.request.retries))
+            log.info("%s: %s; retry in %.2f s", stage, exc, delay)
+            raise self.retry(exc=exc, countdown=delay) from exc
         except ModelFailure as exc:
             log.warning("%s: analysis failed (%s); retrying", stage, exc)
             raise self.retry(exc=exc, countdown=0.2, max_retries=None) from exc

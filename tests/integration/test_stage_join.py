@@ -19,7 +19,7 @@ from shared.analysis import Face, Image, Model, ModelInfo, ModelResult
 from shared.blobstore import image_key, join_key
 from shared.imaging import encode_jpeg
 from shared.pipeline import StageDefinition, StageName
-from shared.runtime import StageRuntime
+from shared.runtime import StageOutOfOrder, StageRuntime
 from shared.schema import StageJob
 from shared.storage import COMPLETED, PENDING, Doc
 from tools.stack import Stack
@@ -53,7 +53,10 @@ def world(stack: Stack) -> Iterator[tuple[Stack, MongoClient[Doc], redis.Redis]]
     store.close()
 
 
-def _new_transaction(world: tuple[Stack, MongoClient[Doc], redis.Redis]) -> list[StageJob]:
+def _new_transaction(
+    world: tuple[Stack, MongoClient[Doc], redis.Redis], decided: Sequence[StageName] = ()
+) -> list[StageJob]:
+    """A pending transaction, its images in Redis, and the stages `decided` passed."""
     stack, mongo, store = world
     tid = f"join-{uuid.uuid4().hex}"
     doc = transactions.new_transaction(
@@ -61,6 +64,8 @@ def _new_transaction(world: tuple[Stack, MongoClient[Doc], redis.Redis]) -> list
         documento="d", process_guid=None, client_reference=None, service="test",
         api_hash="test", images={}, expires_at=None, deadline_seconds=60,
     )  # fmt: skip
+    for stage in decided:
+        doc["stages"][stage] = {"decision": {"outcome": "pass", "delivery": "earlier"}}
     mongo[stack.settings.mongo_db]["transactions"].insert_one(doc)
     jpeg = encode_jpeg(np.full((40, 30, 3), 120, dtype=np.uint8))
     for side in ("near", "far"):
@@ -108,7 +113,8 @@ def test_the_last_stage_ends_the_transaction_once_and_cleans_up(
     world: tuple[Stack, MongoClient[Doc], redis.Redis],
 ) -> None:
     stack, _, store = world
-    near, far = _new_transaction(world)
+    near, far = _new_transaction(world, decided=("face_detector", "accessory", "quality",
+                                                 "identity"))  # fmt: skip
     runtime = StageRuntime(_definition("pad"), stack.settings)
     try:
         runtime.handle(near, time.time_ns(), "near-1")
@@ -164,3 +170,41 @@ def test_a_redelivered_job_that_had_joined_keeps_its_result_and_is_never_a_poiso
         assert model.calls == [40, 40]
     finally:
         runtime.close()
+
+
+def test_the_next_jobs_go_out_before_the_write_and_the_next_stage_waits_for_it(
+    world: tuple[Stack, MongoClient[Doc], redis.Redis],
+) -> None:
+    stack = world[0]
+    near, far = _new_transaction(world)
+    tid = near.transaction_id
+    sent: list[tuple[str, list[str], bool]] = []
+
+    def send(stage: StageName, jobs: Sequence[StageJob]) -> None:
+        recorded = "face_detector" in _doc(world, tid)["stages"]
+        sent.append((stage, [j.image for j in jobs], recorded))
+
+    detector = StageRuntime(_definition("face_detector"), stack.settings)
+    accessory = StageRuntime(_definition("accessory"), stack.settings)
+    try:
+        detector.handle(near, time.time_ns(), "near-1", send=send)
+        assert sent == []
+        follow_ups = detector.handle(far, time.time_ns(), "far-1", send=send).follow_ups
+        # Sent while the stage was not yet in MongoDB: the broker persists them meanwhile.
+        assert sent == [("accessory", ["near", "far"], False)]
+        assert _doc(world, tid)["stages"]["face_detector"]["decision"]["outcome"] == "pass"
+        # The next stage's jobs overtook the write: had it not landed yet, the next stage
+        # could not record before it, and its decider is retried (keeping its result).
+        mongo = world[1][stack.settings.mongo_db]["transactions"]
+        mongo.update_one({"_id": tid}, {"$unset": {"stages.face_detector": ""}})
+        accessory.handle(follow_ups[0], time.time_ns(), "acc-near")
+        with pytest.raises(StageOutOfOrder):
+            accessory.handle(follow_ups[1], time.time_ns(), "acc-far")
+        assert "accessory" not in _doc(world, tid)["stages"]
+        mongo.update_one({"_id": tid}, {"$set": {"stages.face_detector": {
+            "decision": {"outcome": "pass", "delivery": "far-1"}}}})  # fmt: skip
+        assert len(accessory.handle(follow_ups[1], time.time_ns(), "acc-far").follow_ups) == 2
+        assert _doc(world, tid)["stages"]["accessory"]["decision"]["outcome"] == "pass"
+    finally:
+        detector.close()
+        accessory.close()
