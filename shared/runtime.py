@@ -68,6 +68,10 @@ class StageOutOfOrder(Exception):
     job is retried, and keeps its joined result."""
 
 
+#: How long a decider waits, in steps, for the stage before to record (its write overtaken
+#: by the jobs it sent just before) before handing the job back to the broker for a retry.
+_AWAIT_PREVIOUS_SECONDS = (0.002, 0.004, 0.008, 0.016, 0.032)
+
 #: Publishes a stage's jobs without waiting for the broker's confirms (the caller waits for
 #: them before acknowledging the job).
 SendJobs = Callable[[StageName, Sequence[StageJob]], None]
@@ -332,31 +336,45 @@ class StageRuntime:
                 # sending first never reorders the stages in MongoDB.
                 send(following, follow_ups)
         before = previous_stage(self.stage)
-        if self.store.record_stage(tid, self.stage, records, stored, final, after=before):
-            if final is None:
-                return follow_ups
-            transactions.count_final(tid, str(job.client_id), job.until, final)
-            failed = decision.outcome == "error"
-            transactions.finish_sync(self.blobs, tid, self._ttl if failed else None)
-            return []
-        # Lost the write: a redelivery, the other image's job deciding too (it can see both
-        # entries only when one of them is a redelivery), the transaction had ended, or the
-        # stage before has not recorded yet. Jobs sent above are then harmless duplicates.
-        fields = ["status", "summary_reason", f"stages.{self.stage}.decision"]
-        if before is not None:
-            fields.append(f"stages.{before}.decision")
-        doc = self.store.get_transaction(tid, fields)
-        if doc is None:
-            return []
-        if doc["status"] != PENDING:
-            # Its finaliser may have died before the cleanup (Redis restarting): finishing
-            # again is idempotent and costs two Redis calls.
-            transactions.finish_sync(self.blobs, tid, transactions.retained_seconds(doc, self._ttl))
-            return []
-        stages = doc.get("stages", {})
-        won = stages.get(self.stage, {}).get("decision") or {}
-        if not won and before is not None and not stages.get(before, {}).get("decision"):
-            raise StageOutOfOrder(f"{tid}: {self.stage} decided before {before} was recorded")
+        won: dict[str, Any] = {}
+        waits = list(_AWAIT_PREVIOUS_SECONDS)
+        for _ in range(2 * len(waits) + 2):
+            if self.store.record_stage(tid, self.stage, records, stored, final, after=before):
+                if final is None:
+                    return follow_ups
+                transactions.count_final(tid, str(job.client_id), job.until, final)
+                failed = decision.outcome == "error"
+                transactions.finish_sync(self.blobs, tid, self._ttl if failed else None)
+                return []
+            # Lost the write: a redelivery, the other image's job deciding too (it can see
+            # both entries only when one of them is a redelivery), the transaction had
+            # ended, or the stage before has not recorded yet. Jobs sent above are then
+            # harmless duplicates.
+            fields = ["status", "summary_reason", f"stages.{self.stage}.decision"]
+            if before is not None:
+                fields.append(f"stages.{before}.decision")
+            doc = self.store.get_transaction(tid, fields)
+            if doc is None:
+                return []
+            if doc["status"] != PENDING:
+                # Its finaliser may have died before the cleanup (Redis restarting):
+                # finishing again is idempotent and costs two Redis calls.
+                retained = transactions.retained_seconds(doc, self._ttl)
+                transactions.finish_sync(self.blobs, tid, retained)
+                return []
+            stages = doc.get("stages", {})
+            won = stages.get(self.stage, {}).get("decision") or {}
+            if won or before is None:
+                break
+            if not stages.get(before, {}).get("decision"):
+                if not waits:
+                    raise StageOutOfOrder(f"{tid}: {self.stage} decided before {before} "
+                                          "was recorded")  # fmt: skip
+                # The stage before sent these jobs just before its write, which is on its way.
+                time.sleep(waits.pop(0))
+            # else it recorded between this write and this read: write again.
+        else:
+            raise StageOutOfOrder(f"{tid}: {self.stage} could not record after {before}")
         if delivery and won.get("delivery") == delivery and won.get("outcome") == "pass":
             # This job won before and may have died before publishing: publish again (the
             # next stage's join and conditional write make a duplicate harmless).

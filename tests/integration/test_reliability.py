@@ -66,6 +66,8 @@ def test_a_poison_job_is_dead_lettered_and_can_be_listed_and_requeued(
         service="test", api_hash="test", images={}, expires_at=None, deadline_seconds=120,
     )  # fmt: skip
     doc["queued_at"] = doc["created_at"]  # its jobs are published below, not by a gateway
+    # The detector passed it (a stage records only after the one before it).
+    doc["stages"]["face_detector"] = {"decision": {"outcome": "pass", "delivery": "detector"}}
     with_store(stack, lambda store: store.create_transaction(doc))
     cache = redis.Redis.from_url(stack.settings.redis_url)
     for side, data in zip(("near", "far"), astronaut_jpegs, strict=True):

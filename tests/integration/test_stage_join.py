@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pytest
@@ -208,3 +209,33 @@ def test_the_next_jobs_go_out_before_the_write_and_the_next_stage_waits_for_it(
     finally:
         detector.close()
         accessory.close()
+
+
+def test_a_decider_whose_write_lost_the_race_with_the_previous_stages_write_writes_again(
+    world: tuple[Stack, MongoClient[Doc], redis.Redis], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack, mongo, _ = world
+    near, far = _new_transaction(world)
+    tid = near.transaction_id
+    transactions_ = mongo[stack.settings.mongo_db]["transactions"]
+    runtime = StageRuntime(_definition("accessory"), stack.settings)
+    record_stage = runtime.store.record_stage
+    writes: list[bool] = []
+
+    def racing(*args: Any, **kwargs: Any) -> bool:
+        won = record_stage(*args, **kwargs)
+        if not writes:
+            # The detector's write lands just after this one was refused for lacking it.
+            transactions_.update_one({"_id": tid}, {"$set": {"stages.face_detector": {
+                "decision": {"outcome": "pass", "delivery": "d"}}}})  # fmt: skip
+        writes.append(won)
+        return won
+
+    monkeypatch.setattr(runtime.store, "record_stage", racing)
+    try:
+        runtime.handle(near, time.time_ns(), "acc-near")
+        assert len(runtime.handle(far, time.time_ns(), "acc-far").follow_ups) == 2
+        assert writes == [False, True]
+        assert _doc(world, tid)["stages"]["accessory"]["decision"]["delivery"] == "acc-far"
+    finally:
+        runtime.close()
