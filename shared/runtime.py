@@ -81,7 +81,8 @@ SendJobs = Callable[[StageName, Sequence[StageJob]], None]
 class JobOutcome:
     """What the worker must still do after the runtime handled a job."""
 
-    #: The next stage's jobs to publish (both images), when this job completed a stage.
+    #: The next stage's jobs (both images) when this job completed a stage: already given
+    #: to `handle`'s `send` when it had one, else for the caller to publish.
     follow_ups: list[StageJob] = field(default_factory=list)
     #: Set when the job exhausted its attempts: the dead letter to publish.
     dead_letter: dict[str, Any] | None = None
@@ -376,12 +377,9 @@ class StageRuntime:
         else:
             raise StageOutOfOrder(f"{tid}: {self.stage} could not record after {before}")
         if delivery and won.get("delivery") == delivery and won.get("outcome") == "pass":
-            # This job won before and may have died before publishing: publish again (the
-            # next stage's join and conditional write make a duplicate harmless).
-            if not follow_ups:
-                follow_ups = self._next_jobs(job, entries)
-                if send is not None and following is not None:
-                    send(following, follow_ups)
+            # This job won before and may have died before publishing: its jobs, sent again
+            # above (the same decision from the same entries), stand; the next stage's join
+            # and conditional write make a duplicate harmless.
             return follow_ups
         return []
 
