@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.analysis import IMAGE_SIDES
+from shared.models_registry import BUNDLED_MANIFEST, Manifest, load_manifest
 
 Getter = Callable[[Mapping[str, Any]], Any]
 
@@ -200,7 +201,29 @@ EXTRA_COLUMNS: list[Column] = [
            _pair_score("pad", "fused_prob")),
 ]  # fmt: skip
 
-COLUMNS: list[Column] = [*ANALYST_COLUMNS, *EXTRA_COLUMNS]
+
+def scorer_columns(manifest: Manifest, taken: set[str]) -> list[Column]:
+    """Per scorer model of the manifest (a `scorer` table): its score and its execution
+    time per image, named as the analysts' pattern (`prob_<model>_near_img`,
+    `score_<model>_near_img`, `time_ms_<model>_near_img`), unless a column already has
+    the name. A model added to the manifest gets its columns with no edit here."""
+    columns: list[Column] = []
+    for entry in manifest:
+        if entry.scorer is None:
+            continue
+        stage, name, value = entry.stage, entry.name, entry.scorer.value
+        what = f"{name} {value} ({entry.task})"
+        columns += _score(stage, name, value, f"{value}_{name}", what)
+        columns += _times(stage, name, name, queue=False)
+    return [c for c in columns if c.name not in taken]
+
+
+_FIXED: list[Column] = [*ANALYST_COLUMNS, *EXTRA_COLUMNS]
+#: The code's own manifest, not the deployment's model directory: the columns are a
+#: contract with the analysts and the warehouse schema, fixed by the code that is deployed.
+_MANIFEST = load_manifest(BUNDLED_MANIFEST)
+SCORER_ENTRIES = [e for e in _MANIFEST if e.scorer is not None]
+COLUMNS: list[Column] = [*_FIXED, *scorer_columns(_MANIFEST, {c.name for c in _FIXED})]
 COLUMN_NAMES: list[str] = [c.name for c in COLUMNS]
 
 

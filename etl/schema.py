@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from etl.columns import COLUMNS
+from etl.columns import COLUMNS, SCORER_ENTRIES
 from shared.analysis import IMAGE_SIDES
 from shared.pipeline import COLUMN_SERVICE, STAGES, StageName
 
@@ -121,18 +121,16 @@ STAGE_TIMINGS: list[tuple[StageName, str, str, str]] = [
     for stage in STAGES
     for side in IMAGE_SIDES
 ]
-#: Models timed inside a stage (their execution only; they share the stage's queue).
+#: Models timed inside a stage (their execution only; they share the stage's queue): the
+#: analysts' list, then every other scorer model of the manifest (etl.columns gives each
+#: its `time_ms_<model>_<img>` columns).
+_ANALYST_TIMED = ("liqe", "topiq", "classic_metrics", "as_35_selfies", "ibeta2_crops",
+                  "ibeta2_full", "ibeta2_clip", "as_heuristics")  # fmt: skip
 MODEL_TIMINGS: list[tuple[str, str, str]] = [
     (model, side, f"time_ms_{model}_{side}_img")
     for model in (
-        "liqe",
-        "topiq",
-        "classic_metrics",
-        "as_35_selfies",
-        "ibeta2_crops",
-        "ibeta2_full",
-        "ibeta2_clip",
-        "as_heuristics",
+        *_ANALYST_TIMED,
+        *(e.name for e in SCORER_ENTRIES if e.name not in _ANALYST_TIMED),
     )
     for side in IMAGE_SIDES
 ]

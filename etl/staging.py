@@ -19,7 +19,7 @@ from psycopg import sql
 from etl.dates import DayRange
 from etl.errors import DataQualityError
 from etl.pgio import connect, copy_in, copy_out, schema_table
-from etl.schema import EXTRACT_FIELDS, EXTRACT_SCHEMA, STAGING_EXTRA, column_ddl
+from etl.schema import EXTRACT_FIELDS, EXTRACT_SCHEMA, SQL_TYPES, STAGING_EXTRA, column_ddl
 
 TABLE = "transactions"
 
@@ -57,6 +57,22 @@ class Staging:
             self.conn.execute(
                 sql.SQL("CREATE TABLE IF NOT EXISTS {} (\n  {}\n)").format(self.table, sql.SQL(ddl))
             )
+            # A model added to the manifest adds its columns to a staging table made before it.
+            present = {
+                str(row[0])
+                for row in self.conn.execute(
+                    "SELECT column_name FROM information_schema.columns"
+                    " WHERE table_schema = %s AND table_name = %s",
+                    (self.schema, TABLE),
+                ).fetchall()
+            }
+            for f in [*EXTRACT_FIELDS, *STAGING_EXTRA]:
+                if f.name not in present:
+                    self.conn.execute(
+                        sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+                            self.table, sql.Identifier(f.name), sql.SQL(SQL_TYPES[f.type])
+                        )
+                    )
             for name, columns in (
                 ("etl_day", ["etl_day"]),
                 ("process", ["user_name", "procesoConvenioGuid", "date"]),

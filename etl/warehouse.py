@@ -24,7 +24,15 @@ from psycopg import sql
 from etl.dates import DayRange
 from etl.errors import DatabaseUnavailable
 from etl.pgio import connect, copy_in, copy_out
-from etl.schema import FACT_FIELDS, FACT_NAMES, FACT_SCHEMA, column_ddl, column_list, quote
+from etl.schema import (
+    FACT_FIELDS,
+    FACT_NAMES,
+    FACT_SCHEMA,
+    SQL_TYPES,
+    column_ddl,
+    column_list,
+    quote,
+)
 from shared.codes import SUMMARIES
 from shared.settings import Settings
 
@@ -45,6 +53,8 @@ class Warehouse(ABC):
 
     name: str
     prefix: str
+    #: The schema its tables are in, as information_schema names it.
+    schema_name: str
 
     def __enter__(self) -> Warehouse:
         return self
@@ -90,6 +100,19 @@ class Warehouse(ABC):
             self.execute(
                 f"CREATE TABLE IF NOT EXISTS {self.t(FACT)} (\n  {column_ddl(FACT_FIELDS)}\n)"
             )
+            # A model added to the manifest adds its columns to a warehouse made before it.
+            present = {
+                str(row[0])
+                for row in self.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+                    f"{_literal(self.schema_name)} AND table_name = {_literal(FACT)}"
+                )
+            }
+            for f in FACT_FIELDS:
+                if f.name not in present:
+                    self.execute(
+                        f"ALTER TABLE {self.t(FACT)} ADD COLUMN {quote(f.name)} {SQL_TYPES[f.type]}"
+                    )
             self.execute(
                 f"CREATE TABLE IF NOT EXISTS {self.t('dim_summary')} (code INTEGER PRIMARY KEY,"
                 " status TEXT, reason TEXT, description TEXT, http_code INTEGER)"
@@ -167,6 +190,7 @@ class Warehouse(ABC):
 class DuckDBWarehouse(Warehouse):
     name = "duckdb"
     prefix = ""
+    schema_name = "main"
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -214,6 +238,7 @@ class PostgresWarehouse(Warehouse):
 
     def __init__(self, url: str, schema: str) -> None:
         self.schema = schema
+        self.schema_name = schema
         self.prefix = quote(schema) + "."
         self.conn = connect(url)
         with self.conn.transaction():

@@ -64,6 +64,28 @@ class Source:
 
 
 @dataclass(frozen=True)
+class Scorer:
+    """How a generic scorer model (an ONNX slot: services/slots.py) is recorded and judged,
+    from its manifest entry's `scorer` table, so that adding one is adding its file and
+    its entry: the stage runs it, the analysts' columns and calibration include it."""
+
+    #: The name its score is recorded under: "prob" (PAD, the analysts' `prob_<model>`
+    #: columns) or "score" (quality, `score_<model>`).
+    value: str
+    #: "above": a score at or above the threshold rejects; "below": a score under it does.
+    reject: Literal["above", "below"]
+    #: The stable reason code of its rejection.
+    code: str
+    #: Default threshold; none records the score without judging it. Settings override it:
+    #: FACEVAL_MODELS__<NAME>__THRESHOLD, else the flat setting named by `setting`.
+    threshold: float | None = None
+    #: A flat setting that predates the nested section (e.g. "pad_model_threshold").
+    setting: str | None = None
+    #: PAD: the probability joins the near/far pair's fused spoof probability.
+    fused: bool = False
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     name: str
     task: str
@@ -75,6 +97,7 @@ class ModelEntry:
     sha256: str = ""
     input: Mapping[str, Any] = field(default_factory=dict)
     output: Mapping[str, Any] = field(default_factory=dict)
+    scorer: Scorer | None = None
 
     @property
     def info(self) -> ModelInfo:
@@ -84,6 +107,44 @@ class ModelEntry:
         if self.file is None:
             raise ModelNotReady(f"model {self.name!r} is an algorithm; it has no file")
         return model_dir / self.file
+
+
+def _scorer(raw: Mapping[str, Any]) -> Scorer:
+    reject = str(raw["reject"])
+    if reject not in ("above", "below"):
+        raise ValueError(f"scorer.reject must be 'above' or 'below', not {reject!r}")
+    value = str(raw["value"])
+    if not value.isidentifier():
+        raise ValueError(f"scorer.value {value!r} is not a plain name")
+    unknown = set(raw) - {"value", "reject", "code", "threshold", "setting", "fused"}
+    if unknown:
+        raise ValueError(f"unknown scorer fields {sorted(unknown)}")
+    threshold = raw.get("threshold")
+    setting = raw.get("setting")
+    if setting is not None and setting not in Settings.model_fields:
+        raise ValueError(f"scorer.setting {setting!r} is not a setting")
+    return Scorer(
+        value=value,
+        reject="above" if reject == "above" else "below",
+        code=str(raw["code"]),
+        threshold=float(threshold) if threshold is not None else None,
+        setting=str(setting) if setting is not None else None,
+        fused=bool(raw.get("fused", False)),
+    )
+
+
+def scorer_threshold(entry: ModelEntry, settings: Settings) -> float | None:
+    """The threshold a scorer model is judged with: the nested per-model setting
+    (FACEVAL_MODELS__<NAME>__THRESHOLD), else its flat setting, else the manifest's."""
+    if entry.scorer is None:
+        raise ValueError(f"model {entry.name!r} has no scorer table in the manifest")
+    override = settings.models.get(entry.name)
+    if override is not None and override.threshold is not None:
+        return override.threshold
+    if entry.scorer.setting is not None:
+        value = getattr(settings, entry.scorer.setting)
+        return float(value) if value is not None else None
+    return entry.scorer.threshold
 
 
 def _entry(raw: Mapping[str, Any]) -> ModelEntry:
@@ -103,6 +164,7 @@ def _entry(raw: Mapping[str, Any]) -> ModelEntry:
             sha256=str(raw.get("sha256", "")).lower(),
             input=dict(raw.get("input", {})),
             output=dict(raw.get("output", {})),
+            scorer=_scorer(raw["scorer"]) if "scorer" in raw else None,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"bad manifest entry {raw.get('name', '?')!r}: {exc}") from exc
@@ -118,6 +180,10 @@ class Manifest:
 
     def __iter__(self) -> Iterator[ModelEntry]:
         return iter(self.entries.values())
+
+    def scorers(self, stage: str) -> list[ModelEntry]:
+        """The stage's scorer models (entries with a `scorer` table), in manifest order."""
+        return [e for e in self if e.stage == stage and e.scorer is not None]
 
     def __getitem__(self, name: str) -> ModelEntry:
         try:
@@ -317,6 +383,14 @@ def materialise(
     return target
 
 
+def manifest_path(settings: Settings) -> Path:
+    """The manifest the settings select (the model directory's, else the bundled one)."""
+    path = settings.model_manifest or settings.model_dir / "manifest.toml"
+    if settings.model_manifest is None and not path.is_file():
+        path = BUNDLED_MANIFEST  # a model directory outside the checkout
+    return path
+
+
 @dataclass(frozen=True)
 class Registry:
     """The manifest bound to a model directory: what a worker asks for its files."""
@@ -326,10 +400,7 @@ class Registry:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Registry:
-        path = settings.model_manifest or settings.model_dir / "manifest.toml"
-        if settings.model_manifest is None and not path.is_file():
-            path = BUNDLED_MANIFEST  # a model directory outside the checkout
-        return cls(load_manifest(path), settings.model_dir)
+        return cls(load_manifest(manifest_path(settings)), settings.model_dir)
 
     def info(self, name: str) -> ModelInfo:
         return self.manifest[name].info

@@ -11,8 +11,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ModelSettings(BaseModel):
+    """One model's settings, under `models.<manifest name>`."""
+
+    #: Replaces the threshold of a scorer model (its manifest `scorer` table).
+    threshold: float | None = None
 
 
 class Settings(BaseSettings):
@@ -23,6 +30,8 @@ class Settings(BaseSettings):
         env_file=None,
         extra="ignore",
         secrets_dir=os.environ.get("FACEVAL_SECRETS_DIR"),
+        # Nested sections: FACEVAL_MODELS__LIQE__THRESHOLD=0.4 sets models.liqe.threshold.
+        env_nested_delimiter="__",
     )
 
     # --- stores -------------------------------------------------------------------------
@@ -142,6 +151,10 @@ class Settings(BaseSettings):
     quality_max_niqe: float | None = None
     quality_min_liqe: float | None = None
     quality_min_topiq: float | None = None
+    #: Per model, by manifest name: FACEVAL_MODELS__<NAME>__THRESHOLD=<value>, or JSON in
+    #: FACEVAL_MODELS='{"liqe": {"threshold": 0.4}}'. A scorer model's threshold comes from
+    #: here, else from the flat setting its manifest entry names, else from the manifest.
+    models: dict[str, ModelSettings] = Field(default_factory=dict)
     #: Spoof probability at or above which a PAD model rejects the image.
     pad_heuristics_threshold: float = 0.5
     pad_model_threshold: float = 0.5

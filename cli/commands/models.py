@@ -12,6 +12,7 @@ from shared.models_registry import (
     ModelNotReady,
     Registry,
     materialise,
+    scorer_threshold,
     source_dir_of,
     status_of,
 )
@@ -138,7 +139,13 @@ def cmd_eval_pad(args: argparse.Namespace) -> int:
             "as_heuristics": settings.pad_heuristics_threshold,
             "minifasnet": settings.pad_minifasnet_threshold,
         }
-        threshold = thresholds.get(args.model, settings.pad_model_threshold)
+        threshold = thresholds.get(args.model)
+        if threshold is None:
+            # A scorer model: its threshold as the pad stage judges it.
+            entry = _registry().manifest.entries.get(args.model)
+            threshold = scorer_threshold(entry, settings) if entry and entry.scorer else None
+        if threshold is None:
+            threshold = settings.pad_model_threshold
     scored = pad.score_dataset(dataset, pad.build_scorer(settings, args.model))
     try:
         metrics = pad.metrics_of(scored, threshold)

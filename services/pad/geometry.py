@@ -32,7 +32,7 @@ attacks were available to show that it separates them.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,9 +51,9 @@ MAX_YAW_CHANGE = 15.0
 #: p_image is the highest per-image spoof probability of the pair. A flat, informative
 #: pair adds 1 to the logit (0.30 becomes 0.54), a clearly 3-D one removes 1.
 GEOMETRY_WEIGHT = 2.0
-#: Per-image probabilities fused: the trained PAD models that ran. The heuristics are
-#: left out: their hand-set weights were never fitted on attack data.
-PAD_MODELS = ("minifasnet", "as_35_selfies", "ibeta2_crops", "ibeta2_full", "ibeta2_clip")
+#: Per-image probabilities fused when none are given: MiniFASNet's (the stage passes the
+#: manifest's list: services/pad/stage.py, fused_models).
+FUSED_DEFAULT = ("minifasnet",)
 _EPS = 1e-6
 
 
@@ -103,15 +103,17 @@ def _values(record: Mapping[str, Any], key: str) -> Mapping[str, float] | None:
     return values
 
 
-def image_spoof_probability(record: Mapping[str, Any]) -> float | None:
-    """The highest spoof probability any PAD model gave this image (None if none ran).
+def image_spoof_probability(
+    record: Mapping[str, Any], models: Sequence[str] = FUSED_DEFAULT
+) -> float | None:
+    """The highest spoof probability any of `models` gave this image (None if none ran).
 
     A model that ran but says it could not judge the image (`assessed` 0, MiniFASNet on a
     tight face crop) does not count.
     """
     probs = [
         v["prob"]
-        for key in PAD_MODELS
+        for key in models
         if (v := _values(record, key)) and "prob" in v and v.get("assessed", 1.0) != 0.0
     ]
     return max(probs) if probs else None
@@ -148,6 +150,8 @@ class NearFarConsistency:
 
     threshold: float = 0.5
     reject: bool = False
+    #: The per-image probabilities fused (manifest names).
+    models: Sequence[str] = FUSED_DEFAULT
 
     def __call__(self, near: Mapping[str, Any], far: Mapping[str, Any]) -> PairResult:
         near_geo, far_geo = _values(near, "pad_geometry"), _values(far, "pad_geometry")
@@ -156,7 +160,10 @@ class NearFarConsistency:
         scores = {f"geometry_{k}": v for k, v in geometry_scores(near_geo, far_geo).items()}
         probs = [
             p
-            for p in (image_spoof_probability(near), image_spoof_probability(far))
+            for p in (
+                image_spoof_probability(near, self.models),
+                image_spoof_probability(far, self.models),
+            )
             if p is not None
         ]
         image_prob = max(probs) if probs else 0.5

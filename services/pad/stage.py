@@ -3,9 +3,10 @@
 Per image: MiniFASNet (both crops fused; rejects at FACEVAL_PAD_MINIFASNET_THRESHOLD, or
 is recorded as not run when its converted files are not in the model directory: then
 nothing in this stage has judged liveness), the presentation-attack heuristics (scores
-only: their weights were never fitted on attack data, so they do not reject), the four
-production ONNX slots (operator-supplied; run and judged when their verified files are
-present, recorded as not run otherwise), and the face geometry the pair check needs.
+only: their weights were never fitted on attack data, so they do not reject), the
+manifest's PAD scorer models (the operator-supplied production slots; run and judged when
+their verified files are present, recorded as not run otherwise), and the face geometry
+the pair check needs.
 Across the pair: near/far consistency and the fused spoof probability
 (services/pad/geometry.py), report-only unless FACEVAL_PAD_PAIR_REJECT.
 """
@@ -13,16 +14,14 @@ Across the pair: near/far consistency and the fused spoof probability
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
 
 from services.pad.geometry import NearFarConsistency
 from shared.analysis import Model, ModelInfo, PairResult, UnavailableModel
-from shared.models_registry import Registry
+from shared.models_registry import Registry, load_manifest, manifest_path
 from shared.pipeline import ImageRecord, Policy, StageDefinition
 from shared.settings import Settings, get_settings
-
-#: Production PAD models whose scores the analysts' data names.
-PRODUCTION_SLOTS = ("as_35_selfies", "ibeta2_crops", "ibeta2_full", "ibeta2_clip")
-
 
 #: The two MiniFASNet networks (manifest names) and their upstream crop scales.
 MINIFASNET_CROPS = (("minifasnet_v2", 2.7), ("minifasnet_v1se", 4.0))
@@ -61,32 +60,31 @@ def minifasnet(settings: Settings, registry: Registry) -> Model:
 def build_models(settings: Settings) -> Sequence[Model]:
     from services.pad.geometry import FaceGeometry
     from services.pad.model import PadHeuristics
-    from services.slots import onnx_slot
+    from services.slots import stage_slots
 
     registry = Registry.from_settings(settings)
-    slots = [
-        onnx_slot(
-            settings,
-            registry,
-            key,
-            value_name="prob",
-            code="spoof_detected",
-            reject_above=settings.pad_model_threshold,
-        )
-        for key in PRODUCTION_SLOTS
-    ]
     return [
         minifasnet(settings, registry),
         PadHeuristics(threshold=None, info=registry.info("pad_heuristics")),
-        *slots,
+        *stage_slots(settings, registry, "pad"),
         FaceGeometry(info=registry.info("pad_geometry")),
     ]
+
+
+@lru_cache(maxsize=4)
+def fused_models(manifest: Path) -> tuple[str, ...]:
+    """The per-image PAD probabilities the pair fuses: MiniFASNet and the manifest's PAD
+    scorers marked `fused`. The heuristics are left out: their hand-set weights were never
+    fitted on attack data."""
+    scorers = load_manifest(manifest).scorers("pad")
+    return ("minifasnet", *(e.name for e in scorers if e.scorer is not None and e.scorer.fused))
 
 
 def pair_check(near: ImageRecord, far: ImageRecord, policy: Policy) -> PairResult:
     # Settings are read per call (cached), not at import, so the environment decides.
     settings = get_settings()
-    check = NearFarConsistency(settings.pad_fused_threshold, settings.pad_pair_reject)
+    models = fused_models(manifest_path(settings))
+    check = NearFarConsistency(settings.pad_fused_threshold, settings.pad_pair_reject, models)
     return check({"scores": near.scores}, {"scores": far.scores})
 
 

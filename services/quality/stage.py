@@ -1,8 +1,9 @@
 """The quality stage: classic metrics (face and whole image), BRISQUE, NIQE, LIQE, TOPIQ.
 
 BRISQUE's SVM and NIQE's pristine model are materialised from their installed packages
-and verified by the registry; LIQE and TOPIQ run when their verified ONNX exports are in
-the model directory and are recorded as not run otherwise.
+and verified by the registry; the manifest's quality scorer models (LIQE and TOPIQ) run
+when their verified ONNX exports are in the model directory and are recorded as not run
+otherwise.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def build_models(settings: Settings) -> Sequence[Model]:
     from services.quality.brisque import Brisque
     from services.quality.model import ClassicMetrics
     from services.quality.niqe import Niqe, Pristine
-    from services.slots import onnx_slot
+    from services.slots import stage_slots
 
     registry = Registry.from_settings(settings)
 
@@ -50,8 +51,7 @@ def build_models(settings: Settings) -> Sequence[Model]:
             max_score=settings.quality_max_niqe,
             info=registry.info("niqe"),
         ),
-        onnx_slot(settings, registry, "liqe", reject_below=settings.quality_min_liqe),
-        onnx_slot(settings, registry, "topiq", reject_below=settings.quality_min_topiq),
+        *stage_slots(settings, registry, "quality"),
     ]
 
 

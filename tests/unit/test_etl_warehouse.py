@@ -53,3 +53,17 @@ def test_the_watermark_only_moves_forward(tmp_path: Path) -> None:
         assert warehouse.advance_watermark(later) == later
         assert warehouse.advance_watermark(datetime(2026, 3, 1, tzinfo=UTC)) == later
         assert warehouse.watermark() == later
+
+
+def test_a_warehouse_made_before_a_model_was_added_gets_its_columns(tmp_path: Path) -> None:
+    from etl.schema import FACT_NAMES
+
+    path = tmp_path / "w.duckdb"
+    with DuckDBWarehouse(path) as warehouse:
+        # As if the last columns (a model added to the manifest since) were not there.
+        for name in FACT_NAMES[-2:]:
+            warehouse.execute(f'ALTER TABLE fact_transaction DROP COLUMN "{name}"')
+    with DuckDBWarehouse(path) as warehouse:
+        warehouse.load(transform(extract_documents(documents(), "s")), BOTH)
+        assert warehouse.count() == 10
+        assert set(warehouse.read().column_names) == set(FACT_NAMES)

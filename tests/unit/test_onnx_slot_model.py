@@ -285,3 +285,74 @@ def four_label_model(path: Path) -> str:
         initializer=[numpy_helper.from_array(weights, "w")],
     )
     return _save(graph, path)
+
+
+NEW_PAD_MODEL = """
+[[model]]
+name = "pad_newcomer"
+task = "pad"
+stage = "pad"
+version = "nc-1"
+file = "pad_newcomer.onnx"
+sha256 = "{digest}"
+licence = "test"
+source = {{ kind = "operator" }}
+input = {{ crop = "image", size = [32, 32], color = "RGB" }}
+output = {{ kind = "softmax", index = 1 }}
+[model.scorer]
+value = "prob"
+reject = "above"
+code = "spoof_detected"
+threshold = 0.9
+fused = true
+"""
+
+
+def test_a_scorer_model_added_to_the_manifest_alone_runs_is_judged_fused_and_gets_columns(
+    tmp_path: Path,
+) -> None:
+    from etl.columns import scorer_columns
+    from services.pad.stage import fused_models
+    from shared.models_registry import load_manifest
+
+    model_dir = tmp_path / "models"
+    digest = two_class_model(model_dir / "pad_newcomer.onnx")
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_text(BUNDLED_MANIFEST.read_text() + NEW_PAD_MODEL.format(digest=digest))
+    settings = Settings(model_dir=model_dir, model_manifest=manifest)
+
+    slot = next(m for m in pad_models(settings) if m.key == "pad_newcomer")
+    assert isinstance(slot, OnnxScorer)
+    # The manifest's threshold: RED scores sigmoid((200 - 50) / 255) ~ 0.64, under 0.9.
+    verdict, scores, _, _, _ = analyze_image([slot], uniform(RED), a_face())
+    assert scores["pad_newcomer"]["values"]["prob"] == pytest.approx(sigmoid(150 / 255), 1e-4)
+    assert (verdict, scores["pad_newcomer"]["version"]) == ("pass", "nc-1")
+    # The nested per-model setting replaces it, by the model's manifest name.
+    stricter = Settings(model_dir=model_dir, model_manifest=manifest,
+                        models={"pad_newcomer": {"threshold": 0.5}})  # fmt: skip
+    slot = next(m for m in pad_models(stricter) if m.key == "pad_newcomer")
+    assert analyze_image([slot], uniform(RED), a_face())[0] == "reject"
+
+    # Its probability joins the near/far fused probability.
+    assert "pad_newcomer" in fused_models(manifest)
+    assert "pad_newcomer" not in fused_models(BUNDLED_MANIFEST)
+
+    # And the analysts' extract has its score and time per image.
+    names = [c.name for c in scorer_columns(load_manifest(manifest), set())]
+    expected = {f"{kind}_pad_newcomer_{side}_img" for kind in ("prob", "time_ms")
+                for side in ("near", "far")}  # fmt: skip
+    assert expected <= set(names)
+    column = next(c for c in scorer_columns(load_manifest(manifest), set())
+                  if c.name == "prob_pad_newcomer_far_img")  # fmt: skip
+    doc = {"stages": {"pad": {"far": {"scores": {"pad_newcomer": {"values": {"prob": 0.25}}}}}}}
+    assert column.get(doc) == 0.25
+
+
+def test_the_bundled_scorer_models_keep_the_analysts_columns_and_add_none() -> None:
+    from etl.columns import ANALYST_COLUMNS, COLUMNS, EXTRA_COLUMNS
+    from shared.models_registry import load_manifest
+
+    scorers = {e.name for e in load_manifest(BUNDLED_MANIFEST) if e.scorer is not None}
+    assert scorers == {"liqe", "topiq", "as_35_selfies", "ibeta2_crops", "ibeta2_full",
+                       "ibeta2_clip"}  # fmt: skip
+    assert len(COLUMNS) == len(ANALYST_COLUMNS) + len(EXTRA_COLUMNS)

@@ -103,7 +103,9 @@ def test_image_probability_is_the_highest_model_that_ran() -> None:
     rec = record(photograph(300, False), prob=0.2)
     rec["scores"]["ibeta2_full"] = {"status": "ok", "values": {"prob": 0.7}}
     rec["scores"]["ibeta2_crops"] = {"status": "not_run", "values": {}}
-    assert image_spoof_probability(rec) == 0.7
+    assert image_spoof_probability(rec, ("minifasnet", "ibeta2_full", "ibeta2_crops")) == 0.7
+    # A model outside the fused list does not count.
+    assert image_spoof_probability(rec, ("minifasnet",)) != 0.7
 
 
 def _stage_records(near: Image, far: Image) -> dict[str, ImageRecord]:

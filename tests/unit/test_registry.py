@@ -207,3 +207,57 @@ def test_worker_preflight_lists_what_stops_a_stage_from_starting(tmp_path: Path)
     (tmp_path / "retinaface_mobilenet.onnx").write_bytes(b"corrupted")
     [problem] = check_models("face_detector", settings)
     assert "does not match" in problem
+
+
+def test_a_scorer_threshold_comes_from_the_nested_setting_then_the_flat_one_then_the_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.models_registry import load_manifest, scorer_threshold
+
+    manifest = load_manifest(BUNDLED_MANIFEST)
+    liqe, slot = manifest["liqe"], manifest["as_35_selfies"]
+    assert scorer_threshold(liqe, Settings()) is None  # recorded only, by default
+    assert scorer_threshold(liqe, Settings(quality_min_liqe=0.3)) == 0.3
+    assert scorer_threshold(slot, Settings()) == Settings().pad_model_threshold
+    monkeypatch.setenv("FACEVAL_MODELS__LIQE__THRESHOLD", "0.45")
+    assert scorer_threshold(liqe, Settings(quality_min_liqe=0.3)) == 0.45
+    path = write_manifest(tmp_path, """
+[[model]]
+name = "q"
+task = "quality"
+stage = "quality"
+version = "1"
+licence = "test"
+file = "q.onnx"
+source = { kind = "operator" }
+scorer = { value = "score", reject = "below", code = "low_quality", threshold = 0.2 }
+""")  # fmt: skip
+    assert scorer_threshold(load_manifest(path)["q"], Settings()) == 0.2
+
+
+@pytest.mark.parametrize(
+    "scorer",
+    [
+        '{ value = "prob", reject = "sideways", code = "spoof_detected" }',
+        '{ value = "prob", reject = "above", code = "x", setting = "no_such_setting" }',
+        '{ value = "prob", reject = "above", code = "x", thresold = 0.5 }',
+    ],
+)
+def test_a_malformed_scorer_table_is_refused_with_the_model_named(
+    tmp_path: Path, scorer: str
+) -> None:
+    from shared.models_registry import load_manifest
+
+    path = write_manifest(tmp_path, f"""
+[[model]]
+name = "bad_scorer"
+task = "pad"
+stage = "pad"
+version = "1"
+licence = "test"
+file = "b.onnx"
+source = {{ kind = "operator" }}
+scorer = {scorer}
+""")  # fmt: skip
+    with pytest.raises(ValueError, match="bad_scorer"):
+        load_manifest(path)

@@ -21,6 +21,7 @@ import numpy as np
 
 from shared.analysis import Face, Image, Model, ModelUnavailable
 from shared.imaging import decode_rgb
+from shared.models_registry import ModelEntry, Registry, scorer_threshold
 from shared.settings import Settings
 from tools.eval.datasets import IMAGE_SUFFIXES
 
@@ -29,12 +30,30 @@ from tools.eval.datasets import IMAGE_SUFFIXES
 class Bound:
     model: str
     value: str
-    setting: str
+    #: The flat setting holding it; None for a scorer model set only by name
+    #: (FACEVAL_MODELS__<NAME>__THRESHOLD).
+    setting: str | None
     #: "min": scores below the bound fail; "max": scores above it fail.
     kind: str
+    #: The manifest entry of a scorer model (its threshold resolves through the settings).
+    entry: ModelEntry | None = None
+
+    def current(self, settings: Settings) -> float | None:
+        if self.entry is not None:
+            return scorer_threshold(self.entry, settings)
+        value = getattr(settings, str(self.setting))
+        return float(value) if value is not None else None
+
+    @property
+    def env_name(self) -> str:
+        if self.entry is not None:
+            # The nested name wins over the flat one (shared.models_registry.scorer_threshold).
+            return f"FACEVAL_MODELS__{self.model.upper()}__THRESHOLD"
+        return f"FACEVAL_{str(self.setting).upper()}"
 
 
-BOUNDS: tuple[Bound, ...] = (
+#: The quality stage's own metrics; its scorer models' bounds come from the manifest.
+CLASSIC_BOUNDS: tuple[Bound, ...] = (
     Bound("classic_metrics", "sharpness", "quality_min_sharpness", "min"),
     Bound("classic_metrics", "brightness", "quality_min_brightness", "min"),
     Bound("classic_metrics", "brightness", "quality_max_brightness", "max"),
@@ -44,9 +63,26 @@ BOUNDS: tuple[Bound, ...] = (
     Bound("classic_metrics", "colorfulness", "quality_min_colorfulness", "min"),
     Bound("brisque", "score", "quality_max_brisque", "max"),
     Bound("niqe", "score", "quality_max_niqe", "max"),
-    Bound("liqe", "score", "quality_min_liqe", "min"),
-    Bound("topiq", "score", "quality_min_topiq", "min"),
 )
+
+
+def bounds(settings: Settings) -> list[Bound]:
+    """The classic bounds, then one per quality scorer model of the manifest (LIQE, TOPIQ)."""
+    scorers = Registry.from_settings(settings).manifest.scorers("quality")
+    return [
+        *CLASSIC_BOUNDS,
+        *(
+            Bound(
+                e.name,
+                e.scorer.value,
+                e.scorer.setting,
+                "min" if e.scorer.reject == "below" else "max",
+                e,
+            )
+            for e in scorers
+            if e.scorer is not None
+        ),
+    ]
 
 
 @dataclass(frozen=True)
@@ -149,12 +185,12 @@ def propose(
     rows: Sequence[Mapping[str, Mapping[str, float]]], settings: Settings, percentile: float
 ) -> list[Proposal]:
     proposals = []
-    for bound in BOUNDS:
+    for bound in bounds(settings):
         values = _values(rows, bound)
         if values.size == 0:
             continue
         q = percentile if bound.kind == "min" else 100 - percentile
-        current = getattr(settings, bound.setting)
+        current = bound.current(settings)
         rejects = None
         if current is not None:
             rejects = float(_fails(values, bound, current).mean())
@@ -205,7 +241,7 @@ def render(
             f"even ones); all proposed bounds together reject {holdout_any:.1%} of them.",
         ]
     lines += ["", "# environment for the quality workers:"]
-    lines += [f"FACEVAL_{p.bound.setting.upper()}={p.proposed:.4g}" for p in proposals]
+    lines += [f"{p.bound.env_name}={p.proposed:.4g}" for p in proposals]
     if images < 100:
         lines += [
             "",
