@@ -221,7 +221,7 @@ class AccessoryHeuristics:
     face_mask_threshold: float = 0.6
     hat_threshold: float = 0.8
     key: str = field(default="accessory_detector", init=False)
-    info: ModelInfo = field(default=ModelInfo(name="accessory_heuristics", version="1.0"))
+    info: ModelInfo = field(default=ModelInfo(name="accessory_detector", version="1.0"))
 
     def analyze(self, image: Image, face: Face | None) -> ModelResult:
         if face is None or len(face.landmarks) != 5:

@@ -61,7 +61,7 @@ def build_models(settings: Settings) -> Sequence[Model]:
             thresholds=thresholds_of(entry.output, settings.accessory_thresholds),
             info=entry.info,
         ),
-        ReportOnly(AccessoryHeuristics(info=registry.info("accessory_heuristics"))),
+        ReportOnly(AccessoryHeuristics(info=registry.info("accessory_detector"))),
     ]
 
 

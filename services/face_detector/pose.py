@@ -92,7 +92,7 @@ class HeadPose:
     max_pitch: float | None = None
     max_roll: float | None = 30.0
     key: str = "head_pose"
-    info: ModelInfo = field(default=ModelInfo(name="head_pose_5pt", version="1.0"))
+    info: ModelInfo = field(default=ModelInfo(name="head_pose", version="1.0"))
 
     def analyze(self, image: Image, face: Face | None) -> ModelResult:
         del image  # Geometry only.

@@ -63,7 +63,7 @@ def build_models(settings: Settings) -> Sequence[Model]:
             max_yaw=settings.max_yaw_degrees,
             max_pitch=settings.max_pitch_degrees,
             max_roll=settings.max_roll_degrees,
-            info=registry.info("head_pose_5pt"),
+            info=registry.info("head_pose"),
         ),
     ]
 

@@ -226,7 +226,7 @@ class PadHeuristics:
 
     threshold: float | None = 0.5
     key: str = field(default="as_heuristics", init=False)
-    info: ModelInfo = field(default=ModelInfo(name="pad_heuristics", version="1.0"))
+    info: ModelInfo = field(default=ModelInfo(name="as_heuristics", version="1.0"))
 
     def analyze(self, image: Image, face: Face | None) -> ModelResult:
         cues = cue_scores(image, face)

@@ -65,7 +65,7 @@ def build_models(settings: Settings) -> Sequence[Model]:
     registry = Registry.from_settings(settings)
     return [
         minifasnet(settings, registry),
-        PadHeuristics(threshold=None, info=registry.info("pad_heuristics")),
+        PadHeuristics(threshold=None, info=registry.info("as_heuristics")),
         *stage_slots(settings, registry, "pad"),
         FaceGeometry(info=registry.info("pad_geometry")),
     ]

@@ -188,7 +188,7 @@ class ClassicMetrics:
             # Report-only: a small copy keeps its cost (the SVD) negligible.
             max_side=256,
             key="classic_metrics_image",
-            info=info or ModelInfo(name="classic_metrics", version="1.0"),
+            info=info or ModelInfo(name="classic_metrics_image", version="1.0"),
         )
 
     def analyze(self, image: Image, face: Face | None) -> ModelResult:

@@ -39,7 +39,7 @@ def build_models(settings: Settings) -> Sequence[Model]:
             min_colorfulness=settings.quality_min_colorfulness,
             info=registry.info("classic_metrics"),
         ),
-        ClassicMetrics.whole_image(info=registry.info("classic_metrics")),
+        ClassicMetrics.whole_image(info=registry.info("classic_metrics_image")),
         Brisque.from_files(
             offline("brisque"),
             offline("brisque_range"),

@@ -86,7 +86,7 @@ def test_implements_the_model_contract() -> None:
     model = AccessoryHeuristics()
     assert isinstance(model, Model)
     assert model.key == "accessory_detector"
-    assert model.info.name == "accessory_heuristics"
+    assert model.info.name == "accessory_detector"
 
 
 @pytest.mark.parametrize("name", ["astronaut", "tom_hanks"])

@@ -36,7 +36,7 @@ def test_implements_the_model_contract() -> None:
     model = PadHeuristics()
     assert isinstance(model, Model)
     assert model.key == "as_heuristics"
-    assert model.info.name == "pad_heuristics"
+    assert model.info.name == "as_heuristics"
     assert set(WEIGHTS) == CUES
 
 

