@@ -208,6 +208,12 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    def model_threshold(self, name: str, default: float) -> float:
+        """A built-in model's threshold: its nested setting (FACEVAL_MODELS__<NAME>__THRESHOLD)
+        when set, else the flat setting the caller passes."""
+        override = self.models.get(name)
+        return default if override is None or override.threshold is None else override.threshold
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -137,7 +137,7 @@ def cmd_eval_pad(args: argparse.Namespace) -> int:
     if threshold is None:
         thresholds = {
             "as_heuristics": settings.pad_heuristics_threshold,
-            "minifasnet": settings.pad_minifasnet_threshold,
+            "minifasnet": settings.model_threshold("minifasnet", settings.pad_minifasnet_threshold),
         }
         threshold = thresholds.get(args.model)
         if threshold is None:

@@ -51,7 +51,7 @@ def minifasnet(settings: Settings, registry: Registry) -> Model:
     ]
     return MiniFASNet(
         models=crops,
-        threshold=settings.pad_minifasnet_threshold,
+        threshold=settings.model_threshold("minifasnet", settings.pad_minifasnet_threshold),
         info=info,
         min_context=settings.pad_minifasnet_min_context,
     )

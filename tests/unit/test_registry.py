@@ -290,3 +290,20 @@ def test_every_model_a_stage_runs_is_keyed_by_its_manifest_name(tmp_path: Path) 
         "retinaface_mobilenet",
         "scrfd_10g",
     }
+
+
+def test_a_built_in_models_threshold_is_set_by_its_manifest_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services.pad.minifasnet import MiniFASNet
+    from services.pad.stage import build_models as pad_models
+
+    monkeypatch.setenv("FACEVAL_MODELS__MINIFASNET__THRESHOLD", "0.9")
+    settings = Settings()
+    assert settings.model_threshold("minifasnet", settings.pad_minifasnet_threshold) == 0.9
+    assert settings.model_threshold("as_heuristics", 0.5) == 0.5
+    model = next(m for m in pad_models(settings) if m.key == "minifasnet")
+    if not isinstance(model, MiniFASNet):
+        pytest.skip("MiniFASNet's converted files are not in models/ (`make models` with "
+                    "../shared/models beside the checkout)")  # fmt: skip
+    assert model.threshold == 0.9
