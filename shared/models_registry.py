@@ -138,9 +138,9 @@ def scorer_threshold(entry: ModelEntry, settings: Settings) -> float | None:
     (FACEVAL_MODELS__<NAME>__THRESHOLD), else its flat setting, else the manifest's."""
     if entry.scorer is None:
         raise ValueError(f"model {entry.name!r} has no scorer table in the manifest")
-    override = settings.models.get(entry.name)
-    if override is not None and override.threshold is not None:
-        return override.threshold
+    override = settings.model_override(entry.name)
+    if override is not None:
+        return override
     if entry.scorer.setting is not None:
         value = getattr(settings, entry.scorer.setting)
         return float(value) if value is not None else None

@@ -208,11 +208,16 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    def model_override(self, name: str) -> float | None:
+        """The threshold set for `name` in the nested section, if any."""
+        override = self.models.get(name)
+        return None if override is None else override.threshold
+
     def model_threshold(self, name: str, default: float) -> float:
         """A built-in model's threshold: its nested setting (FACEVAL_MODELS__<NAME>__THRESHOLD)
         when set, else the flat setting the caller passes."""
-        override = self.models.get(name)
-        return default if override is None or override.threshold is None else override.threshold
+        override = self.model_override(name)
+        return default if override is None else override
 
 
 @lru_cache(maxsize=1)
