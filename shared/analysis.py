@@ -8,9 +8,9 @@ output and turns rejections into the transaction's verdict.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -163,3 +163,21 @@ class UnavailableModel:
 
     def analyze(self, image: Image, face: Face | None) -> ModelResult:
         raise ModelUnavailable(self.reason)
+
+
+_Built = TypeVar("_Built")
+
+
+def judging(
+    build: Callable[..., _Built],
+    limits: Mapping[str, float | None],
+    names: Collection[str],
+    info: ModelInfo,
+) -> _Built:
+    """A model built with its manifest limits (`limits`, resolved by the registry) as the
+    arguments of the same names. Exactly `names` must be given: a limit missing from the
+    manifest would silently keep the code's default, an extra one would be ignored."""
+    if set(limits) != set(names):
+        wanted, given = sorted(names), sorted(limits)
+        raise ValueError(f"{info.name} needs exactly the limits {wanted}, not {given}")
+    return build(info=info, **limits)

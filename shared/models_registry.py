@@ -86,6 +86,26 @@ class Scorer:
 
 
 @dataclass(frozen=True)
+class Limit:
+    """One named limit of a model that judges several scores (a classic quality metric's
+    bound, an accessory label's threshold), from its manifest entry's `limits` table: the
+    stage builds the model with the resolved values (`limit_values`) and `faceval calibrate`
+    proposes them."""
+
+    #: The model's own name for it (a constructor argument or a label).
+    name: str
+    #: The score it bounds, as recorded (e.g. "sharpness", "score", "face_mask").
+    value: str
+    #: "above": a score over it rejects; "below": a score under it does.
+    reject: Literal["above", "below"]
+    #: Default; none (and no flat setting) records the score without judging it.
+    threshold: float | None = None
+    #: A flat setting that predates the nested section and holds the default; a mapping
+    #: setting (e.g. "accessory_thresholds") is looked up by the limit's name.
+    setting: str | None = None
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     name: str
     task: str
@@ -98,6 +118,7 @@ class ModelEntry:
     input: Mapping[str, Any] = field(default_factory=dict)
     output: Mapping[str, Any] = field(default_factory=dict)
     scorer: Scorer | None = None
+    limits: Mapping[str, Limit] = field(default_factory=dict)
 
     @property
     def info(self) -> ModelInfo:
@@ -109,28 +130,66 @@ class ModelEntry:
         return model_dir / self.file
 
 
-def _scorer(raw: Mapping[str, Any]) -> Scorer:
+def _judged(raw: Mapping[str, Any], fields: set[str], what: str) -> dict[str, Any]:
+    """The fields a scorer table and a limit share (value, reject side, default
+    threshold, flat setting), checked; the rest of `raw` is returned as is."""
     reject = str(raw["reject"])
     if reject not in ("above", "below"):
-        raise ValueError(f"scorer.reject must be 'above' or 'below', not {reject!r}")
+        raise ValueError(f"{what}.reject must be 'above' or 'below', not {reject!r}")
     value = str(raw["value"])
     if not value.isidentifier():
-        raise ValueError(f"scorer.value {value!r} is not a plain name")
-    unknown = set(raw) - {"value", "reject", "code", "threshold", "setting", "fused"}
+        raise ValueError(f"{what}.value {value!r} is not a plain name")
+    unknown = set(raw) - {"value", "reject", "threshold", "setting"} - fields
     if unknown:
-        raise ValueError(f"unknown scorer fields {sorted(unknown)}")
+        raise ValueError(f"unknown {what} fields {sorted(unknown)}")
     threshold = raw.get("threshold")
     setting = raw.get("setting")
     if setting is not None and setting not in Settings.model_fields:
-        raise ValueError(f"scorer.setting {setting!r} is not a setting")
+        raise ValueError(f"{what}.setting {setting!r} is not a setting")
+    return {
+        **raw,
+        "value": value,
+        "reject": "above" if reject == "above" else "below",
+        "threshold": float(threshold) if threshold is not None else None,
+        "setting": str(setting) if setting is not None else None,
+    }
+
+
+def _scorer(raw: Mapping[str, Any]) -> Scorer:
+    checked = _judged(raw, {"code", "fused"}, "scorer")
     return Scorer(
-        value=value,
-        reject="above" if reject == "above" else "below",
+        value=checked["value"],
+        reject=checked["reject"],
         code=str(raw["code"]),
-        threshold=float(threshold) if threshold is not None else None,
-        setting=str(setting) if setting is not None else None,
+        threshold=checked["threshold"],
+        setting=checked["setting"],
         fused=bool(raw.get("fused", False)),
     )
+
+
+def _limits(raw: Mapping[str, Any]) -> dict[str, Limit]:
+    limits: dict[str, Limit] = {}
+    for name, spec in raw.items():
+        if not str(name).isidentifier():
+            raise ValueError(f"limit name {name!r} is not a plain name")
+        checked = _judged(dict(spec), set(), f"limits.{name}")
+        limits[str(name)] = Limit(
+            name=str(name),
+            value=checked["value"],
+            reject=checked["reject"],
+            threshold=checked["threshold"],
+            setting=checked["setting"],
+        )
+    return limits
+
+
+def _flat(settings: Settings, setting: str, key: str) -> tuple[bool, float | None]:
+    """(whether the flat setting decides, its value). A mapping setting (e.g.
+    `accessory_thresholds`, keyed by label) decides only for the keys it holds."""
+    value = getattr(settings, setting)
+    if isinstance(value, Mapping):
+        return (key in value, float(value[key]) if key in value else None)
+    return True, float(value) if value is not None else None
 
 
 def scorer_threshold(entry: ModelEntry, settings: Settings) -> float | None:
@@ -142,9 +201,36 @@ def scorer_threshold(entry: ModelEntry, settings: Settings) -> float | None:
     if override is not None:
         return override
     if entry.scorer.setting is not None:
-        value = getattr(settings, entry.scorer.setting)
-        return float(value) if value is not None else None
+        decides, value = _flat(settings, entry.scorer.setting, entry.name)
+        if decides:
+            return value
     return entry.scorer.threshold
+
+
+def limit_values(entry: ModelEntry, settings: Settings) -> dict[str, float | None]:
+    """Every limit of a model with several (its manifest `limits` table), resolved like a
+    scorer's threshold: the nested setting (FACEVAL_MODELS__<NAME>__LIMITS__<LIMIT>), else
+    the flat setting the limit names, else the manifest's default. None: not judged."""
+    nested = settings.model_limits(entry.name)
+    resolved: dict[str, float | None] = {}
+    for name, limit in entry.limits.items():
+        if name in nested:
+            resolved[name] = nested[name]
+            continue
+        if limit.setting is not None:
+            decides, value = _flat(settings, limit.setting, name)
+            if decides:
+                resolved[name] = value
+                continue
+        resolved[name] = limit.threshold
+    unknown = set(nested) - set(entry.limits)
+    if unknown:
+        # A misspelt limit would otherwise be ignored while the operator believes it set.
+        raise ValueError(
+            f"FACEVAL_MODELS__{entry.name.upper()}__LIMITS sets {sorted(unknown)}, which "
+            f"model {entry.name!r} does not have (its limits: {sorted(entry.limits)})"
+        )
+    return resolved
 
 
 def _entry(raw: Mapping[str, Any]) -> ModelEntry:
@@ -165,6 +251,7 @@ def _entry(raw: Mapping[str, Any]) -> ModelEntry:
             input=dict(raw.get("input", {})),
             output=dict(raw.get("output", {})),
             scorer=_scorer(raw["scorer"]) if "scorer" in raw else None,
+            limits=_limits(raw.get("limits", {})),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"bad manifest entry {raw.get('name', '?')!r}: {exc}") from exc
@@ -407,6 +494,10 @@ class Registry:
 
     def entry(self, name: str) -> ModelEntry:
         return self.manifest[name]
+
+    def limits(self, name: str, settings: Settings) -> dict[str, float | None]:
+        """`name`'s limits resolved through the settings (`limit_values`)."""
+        return limit_values(self.manifest[name], settings)
 
     def status(self, name: str) -> Status:
         return status_of(self.manifest[name], self.model_dir)

@@ -18,8 +18,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class ModelSettings(BaseModel):
     """One model's settings, under `models.<manifest name>`."""
 
-    #: Replaces the threshold of a scorer model (its manifest `scorer` table).
+    #: Replaces the threshold of a scorer model (its manifest `scorer` table) or of a
+    #: built-in model with one threshold (MiniFASNet).
     threshold: float | None = None
+    #: Replaces named limits of a model with several (its manifest `limits` table: the
+    #: classic quality bounds, the accessory labels' thresholds).
+    limits: dict[str, float] = Field(default_factory=dict)
 
 
 class Settings(BaseSettings):
@@ -129,8 +133,9 @@ class Settings(BaseSettings):
     max_yaw_degrees: float | None = 55.0
     max_pitch_degrees: float | None = None
     max_roll_degrees: float | None = 40.0
-    #: Per-accessory probability thresholds replacing the manifest's (chosen on held-out
-    #: data, docs/models.md), e.g. FACEVAL_ACCESSORY_THRESHOLDS='{"glasses": 0.7}'.
+    #: Per-accessory probability thresholds replacing the manifest's limits (chosen on
+    #: held-out data, docs/models.md), e.g. FACEVAL_ACCESSORY_THRESHOLDS='{"glasses": 0.7}';
+    #: FACEVAL_MODELS__ACCESSORY_CLASSIFIER__LIMITS__GLASSES=0.7 wins over it.
     accessory_thresholds: dict[str, float] = Field(default_factory=dict)
     #: Reason codes (or subjects) any stage reports without rejecting; a client's record may
     #: override it (`policy.report_only`, `policy.reject`). Clear glasses: reported.
@@ -138,6 +143,8 @@ class Settings(BaseSettings):
     #: Quality limits from `faceval calibrate quality` on 1,721 real genuine photos (the
     #: percentile each sits at: docs/models.md, Framing and quality limits); brightness
     #: and contrast are of the skin. NIQE does not track blur on face crops: reported only.
+    #: Each is a manifest limit (classic_metrics, brisque, niqe): the nested
+    #: FACEVAL_MODELS__<MODEL>__LIMITS__<LIMIT> wins over these flat settings.
     quality_min_sharpness: float = 12.0
     quality_min_brightness: float = 40.0
     quality_max_brightness: float = 240.0
@@ -151,9 +158,10 @@ class Settings(BaseSettings):
     quality_max_niqe: float | None = None
     quality_min_liqe: float | None = None
     quality_min_topiq: float | None = None
-    #: Per model, by manifest name: FACEVAL_MODELS__<NAME>__THRESHOLD=<value>, or JSON in
-    #: FACEVAL_MODELS='{"liqe": {"threshold": 0.4}}'. A scorer model's threshold comes from
-    #: here, else from the flat setting its manifest entry names, else from the manifest.
+    #: Per model, by manifest name: FACEVAL_MODELS__<NAME>__THRESHOLD=<value> (a scorer
+    #: model, MiniFASNet) or FACEVAL_MODELS__<NAME>__LIMITS__<LIMIT>=<value> (a model's
+    #: manifest `limits`), or JSON in FACEVAL_MODELS='{"liqe": {"threshold": 0.4}}'. These
+    #: win over the flat setting the manifest names, which wins over the manifest's value.
     models: dict[str, ModelSettings] = Field(default_factory=dict)
     #: Spoof probability at or above which a PAD model rejects the image.
     pad_heuristics_threshold: float = 0.5
@@ -212,6 +220,11 @@ class Settings(BaseSettings):
         """The threshold set for `name` in the nested section, if any."""
         override = self.models.get(name)
         return None if override is None else override.threshold
+
+    def model_limits(self, name: str) -> dict[str, float]:
+        """`name`'s limits set in the nested section (FACEVAL_MODELS__<NAME>__LIMITS__<LIMIT>)."""
+        override = self.models.get(name)
+        return {} if override is None else dict(override.limits)
 
     def model_threshold(self, name: str, default: float) -> float:
         """A built-in model's threshold: its nested setting (FACEVAL_MODELS__<NAME>__THRESHOLD)

@@ -24,7 +24,7 @@ from shared.messaging import (
     make_celery,
     publish_dead_letter,
 )
-from shared.models_registry import ModelNotReady, Registry
+from shared.models_registry import ModelNotReady, Registry, limit_values
 from shared.pipeline import METRICS_PORT, queue_name, task_name
 from shared.probes import HEARTBEAT_NAME, Heartbeat, install_heartbeat
 from shared.runtime import ModelFailure, StageDefinition, StageOutOfOrder, StageRuntime
@@ -189,8 +189,21 @@ def check_models(stage: str, settings: Settings) -> list[str]:
         registry = Registry.from_settings(settings)
     except (OSError, ValueError) as exc:
         return [f"cannot read the model manifest: {exc}"]
+    # A per-model setting for a name the manifest lacks, or a limit its model lacks, would
+    # be ignored while the operator believes it applied.
+    problems += [
+        f"FACEVAL_MODELS sets model {name!r}, which is not in the manifest {registry.manifest.path}"
+        for name in settings.models
+        if name not in registry.manifest.entries
+    ]
     for entry in registry.manifest:
-        if entry.stage != stage or entry.file is None:
+        if entry.stage != stage:
+            continue
+        try:
+            limit_values(entry, settings)
+        except ValueError as exc:
+            problems.append(str(exc))
+        if entry.file is None:
             continue
         try:
             if entry.source.kind in ("package", "bundled"):

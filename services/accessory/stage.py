@@ -7,9 +7,8 @@ default masks, sunglasses and hats reject and clear glasses are reported
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from shared.analysis import Face, Image, Model, ModelInfo, ModelResult
 from shared.models_registry import Registry
@@ -39,13 +38,6 @@ class ReportOnly:
         return ModelResult(scores=result.scores, face=result.face, details=details)
 
 
-def thresholds_of(output: Mapping[str, Any], overrides: Mapping[str, float]) -> dict[str, float]:
-    """The manifest's per-accessory thresholds, with the settings' overrides on top."""
-    chosen = {str(k): float(v) for k, v in dict(output.get("thresholds", {})).items()}
-    chosen.update({k: float(v) for k, v in overrides.items()})
-    return chosen
-
-
 def build_models(settings: Settings) -> Sequence[Model]:
     from services.accessory.classifier import AccessoryClassifier
     from services.accessory.model import AccessoryHeuristics
@@ -58,7 +50,11 @@ def build_models(settings: Settings) -> Sequence[Model]:
     return [
         AccessoryClassifier(
             session=build_session(path, settings),
-            thresholds=thresholds_of(entry.output, settings.accessory_thresholds),
+            thresholds={
+                label: limit
+                for label, limit in registry.limits("accessory_classifier", settings).items()
+                if limit is not None
+            },
             info=entry.info,
         ),
         ReportOnly(AccessoryHeuristics(info=registry.info("accessory_detector"))),

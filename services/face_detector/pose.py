@@ -30,12 +30,12 @@ Pitch is the weak one: a smile raises the mouth corners, which reads as a lowere
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from shared.analysis import Face, Image, ModelInfo, ModelResult, Rejection
+from shared.analysis import Face, Image, ModelInfo, ModelResult, Rejection, judging
 
 NOSE_DEPTH = 0.5
 NOSE_LEVEL = 0.5
@@ -82,7 +82,9 @@ def estimate_pose(landmarks: Sequence[tuple[float, float]]) -> Pose:
 class HeadPose:
     """Estimates the chosen face's pose and rejects it beyond the limits (None: not judged).
 
-    Defaults match `shared.settings`: yaw 40 and roll 30 degrees are tolerant of a
+    The stage builds it with `judging` from the manifest's `limits` of head_pose (values
+    from the settings, FACEVAL_MAX_YAW_DEGREES...). The defaults here were the first
+    ones and serve the unit tests: yaw 40 and roll 30 degrees are tolerant of a
     selfie held off-centre and of the estimate's error (the sample group member,
     laughing and half-turned, gives 28-33 degrees of yaw and must pass) and still reject
     a profile-like turn (the man looking far to the side in t1.jpg: about 55).
@@ -93,6 +95,11 @@ class HeadPose:
     max_roll: float | None = 30.0
     key: str = "head_pose"
     info: ModelInfo = field(default=ModelInfo(name="head_pose", version="1.0"))
+
+    @classmethod
+    def judging(cls, limits: Mapping[str, float | None], info: ModelInfo) -> HeadPose:
+        """The pose judged at `limits` (max_yaw, max_pitch, max_roll; None: reported)."""
+        return judging(cls, limits, ("max_yaw", "max_pitch", "max_roll"), info)
 
     def analyze(self, image: Image, face: Face | None) -> ModelResult:
         del image  # Geometry only.

@@ -59,12 +59,7 @@ def build_models(settings: Settings) -> Sequence[Model]:
     return [
         _detector(settings, registry),
         # Runs on the face the detector chose (the runtime hands it on within the stage).
-        HeadPose(
-            max_yaw=settings.max_yaw_degrees,
-            max_pitch=settings.max_pitch_degrees,
-            max_roll=settings.max_roll_degrees,
-            info=registry.info("head_pose"),
-        ),
+        HeadPose.judging(registry.limits("head_pose", settings), info=registry.info("head_pose")),
     ]
 
 

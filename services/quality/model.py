@@ -12,6 +12,7 @@ white collar do not move them.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -19,7 +20,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from shared.analysis import Face, Image, ModelInfo, ModelResult, Rejection
+from shared.analysis import Face, Image, ModelInfo, ModelResult, Rejection, judging
 
 FloatArray = NDArray[np.float64]
 
@@ -140,19 +141,32 @@ def classic_metrics(rgb: Image, skin: Image | None = None) -> dict[str, float]:
     }
 
 
+#: The bounds `ClassicMetrics.judging` takes, as the manifest's classic_metrics limits name them.
+_BOUNDS = (
+    "min_sharpness",
+    "min_brightness",
+    "max_brightness",
+    "min_contrast",
+    "max_blur_score",
+    "max_svd_score",
+    "min_colorfulness",
+)
+
+
 @dataclass
 class ClassicMetrics:
     """Rejects faces that are blurred, badly exposed or flat.
 
-    Defaults match `shared.settings`: calibrated with `faceval calibrate quality` on 1,721
-    real genuine photos (masks/without_mask and LFW fold 0, those the detector stage
-    passes) at about the 0.5th percentile of each score (99.5th for upper bounds); the
-    brightness floor sits below every genuine face (darkest skin 56) so that dark skin
-    under poor light passes. Gaussian (sigma >= 2) and motion blur, a face darkened to
-    15 % or washed out to 15 % contrast still reject (unit tests). Sharpness depends on
-    scale, so blur_score/svd_score carry most of the blur decision. Colourfulness is
-    reported but not judged by default: greyscale photos are legitimate input. Any bound
-    set to None is reported and not judged.
+    The stage builds it with `judging` from the manifest's `limits` of classic_metrics
+    (values from the settings: `shared.settings`, docs/models.md "Quality limits"); the
+    defaults here are the first calibration's (`faceval calibrate quality` on 1,721 real
+    genuine photos at about the 0.5th percentile of each score, 99.5th for upper
+    bounds) and serve the unit tests; the brightness floor sits below every genuine face
+    (darkest skin 56) so that dark skin under poor light passes. Gaussian (sigma >= 2)
+    and motion blur, a face darkened to 15 % or washed out to 15 % contrast still reject
+    (unit tests). Sharpness depends on scale, so blur_score/svd_score carry most of the
+    blur decision. Colourfulness is reported but not judged by default: greyscale photos
+    are legitimate input. Any bound set to None is reported and not judged.
 
     `region` "face" measures the face box plus `margin` (the whole image when there is
     no face), brightness and contrast on the skin (`skin_region`); "image" the whole
@@ -172,6 +186,11 @@ class ClassicMetrics:
     max_side: int = _MAX_SIDE
     key: str = "classic_metrics"
     info: ModelInfo = field(default=ModelInfo(name="classic_metrics", version="1.0"))
+
+    @classmethod
+    def judging(cls, limits: Mapping[str, float | None], info: ModelInfo) -> ClassicMetrics:
+        """The face metrics judged at `limits`, one per bound (None: reported only)."""
+        return judging(cls, limits, _BOUNDS, info)
 
     @classmethod
     def whole_image(cls, info: ModelInfo | None = None) -> ClassicMetrics:

@@ -29,26 +29,19 @@ def build_models(settings: Settings) -> Sequence[Model]:
         return registry.require(name, materialise_from_package=True)
 
     return [
-        ClassicMetrics(
-            min_sharpness=settings.quality_min_sharpness,
-            min_brightness=settings.quality_min_brightness,
-            max_brightness=settings.quality_max_brightness,
-            min_contrast=settings.quality_min_contrast,
-            max_blur_score=settings.quality_max_blur_score,
-            max_svd_score=settings.quality_max_svd_score,
-            min_colorfulness=settings.quality_min_colorfulness,
-            info=registry.info("classic_metrics"),
+        ClassicMetrics.judging(
+            registry.limits("classic_metrics", settings), info=registry.info("classic_metrics")
         ),
         ClassicMetrics.whole_image(info=registry.info("classic_metrics_image")),
         Brisque.from_files(
             offline("brisque"),
             offline("brisque_range"),
-            max_score=settings.quality_max_brisque,
+            max_score=registry.limits("brisque", settings)["max_score"],
             info=registry.info("brisque"),
         ),
         Niqe(
             Pristine.load(offline("niqe")),
-            max_score=settings.quality_max_niqe,
+            max_score=registry.limits("niqe", settings)["max_score"],
             info=registry.info("niqe"),
         ),
         *stage_slots(settings, registry, "quality"),

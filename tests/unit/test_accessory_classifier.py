@@ -179,14 +179,24 @@ def test_a_client_may_report_hats_only() -> None:
     assert [n["subject"] for n in record.notes] == ["hat"]
 
 
-def test_settings_override_the_manifest_thresholds(tmp_path: Path) -> None:
+def test_settings_override_the_manifest_thresholds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings = Settings(model_dir=tmp_path, accessory_thresholds={"glasses": 0.99})
     classifier, heuristics = build_models(settings)
     assert isinstance(classifier, AccessoryClassifier)
     assert classifier.thresholds["glasses"] == 0.99
-    manifest = Registry.from_settings(settings).entry("accessory_classifier").output
-    assert classifier.thresholds["face_mask"] == manifest["thresholds"]["face_mask"]
+    limits = Registry.from_settings(settings).entry("accessory_classifier").limits
+    assert classifier.thresholds["face_mask"] == limits["face_mask"].threshold
     assert isinstance(heuristics, ReportOnly)
+    # By name, in the nested section: wins over the flat mapping.
+    monkeypatch.setenv("FACEVAL_MODELS__ACCESSORY_CLASSIFIER__LIMITS__GLASSES", "0.8")
+    monkeypatch.setenv("FACEVAL_MODELS__ACCESSORY_CLASSIFIER__LIMITS__HAT", "0.7")
+    classifier = build_models(Settings(model_dir=tmp_path, accessory_thresholds={"glasses": 0.99}))[
+        0
+    ]
+    assert isinstance(classifier, AccessoryClassifier)
+    assert (classifier.thresholds["glasses"], classifier.thresholds["hat"]) == (0.8, 0.7)
 
 
 def test_heuristics_are_recorded_but_never_reject(

@@ -86,4 +86,6 @@ def test_calibrate_quality_command_runs_on_a_folder(
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert "2 captures passed the detector stage" in out
-    assert "FACEVAL_QUALITY_MIN_SHARPNESS=" in out and "FACEVAL_QUALITY_MAX_BRISQUE=" in out
+    # By name, in the nested section (which wins over the older flat settings).
+    assert "FACEVAL_MODELS__CLASSIC_METRICS__LIMITS__MIN_SHARPNESS=" in out
+    assert "FACEVAL_MODELS__BRISQUE__LIMITS__MAX_SCORE=" in out

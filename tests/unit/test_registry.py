@@ -307,3 +307,143 @@ def test_a_built_in_models_threshold_is_set_by_its_manifest_name(
         pytest.skip("MiniFASNet's converted files are not in models/ (`make models` with "
                     "../shared/models beside the checkout)")  # fmt: skip
     assert model.threshold == 0.9
+
+
+def test_a_limit_comes_from_the_nested_setting_then_the_flat_one_then_the_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.models_registry import limit_values
+
+    classic = load_manifest(BUNDLED_MANIFEST)["classic_metrics"]
+    assert limit_values(classic, Settings())["min_sharpness"] == Settings().quality_min_sharpness
+    assert limit_values(classic, Settings())["max_blur_score"] is None  # recorded only
+    assert limit_values(classic, Settings(quality_min_sharpness=15.0))["min_sharpness"] == 15.0
+    monkeypatch.setenv("FACEVAL_MODELS__CLASSIC_METRICS__LIMITS__MIN_SHARPNESS", "21")
+    monkeypatch.setenv("FACEVAL_MODELS__CLASSIC_METRICS__LIMITS__MAX_BLUR_SCORE", "0.9")
+    nested = limit_values(classic, Settings(quality_min_sharpness=15.0))
+    assert (nested["min_sharpness"], nested["max_blur_score"]) == (21.0, 0.9)
+    path = write_manifest(tmp_path, """
+[[model]]
+name = "m"
+task = "quality"
+stage = "quality"
+version = "1"
+licence = "test"
+source = { kind = "algorithm", module = "m" }
+limits.max_noise = { value = "noise", reject = "above", threshold = 3.5 }
+""")  # fmt: skip
+    assert limit_values(load_manifest(path)["m"], Settings()) == {"max_noise": 3.5}
+
+
+def test_a_misspelt_nested_limit_is_refused_naming_the_model_and_its_limits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shared.models_registry import limit_values
+
+    monkeypatch.setenv("FACEVAL_MODELS__CLASSIC_METRICS__LIMITS__MIN_SHARPNES", "21")
+    with pytest.raises(ValueError, match=r"min_sharpnes.*classic_metrics.*min_sharpness"):
+        limit_values(load_manifest(BUNDLED_MANIFEST)["classic_metrics"], Settings())
+
+
+@pytest.mark.parametrize(
+    "limit",
+    [
+        '{ value = "noise", reject = "sideways" }',
+        '{ value = "noise", reject = "above", setting = "no_such_setting" }',
+        '{ value = "noise", reject = "above", thresold = 0.5 }',
+    ],
+)
+def test_a_malformed_limits_table_is_refused_with_the_model_named(
+    tmp_path: Path, limit: str
+) -> None:
+    path = write_manifest(tmp_path, f"""
+[[model]]
+name = "bad_limits"
+task = "quality"
+stage = "quality"
+version = "1"
+licence = "test"
+source = {{ kind = "algorithm", module = "m" }}
+limits.max_noise = {limit}
+""")  # fmt: skip
+    with pytest.raises(ValueError, match="bad_limits"):
+        load_manifest(path)
+
+
+def test_stages_judge_at_the_limits_set_by_model_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.face_detector.pose import HeadPose
+    from services.quality.brisque import Brisque
+    from services.quality.model import ClassicMetrics
+    from services.quality.niqe import Niqe
+    from services.quality.stage import build_models as quality_models
+
+    monkeypatch.setenv("FACEVAL_MODELS__CLASSIC_METRICS__LIMITS__MIN_CONTRAST", "0.05")
+    monkeypatch.setenv("FACEVAL_MODELS__BRISQUE__LIMITS__MAX_SCORE", "60")
+    monkeypatch.setenv("FACEVAL_MODELS__NIQE__LIMITS__MAX_SCORE", "100")
+    monkeypatch.setenv("FACEVAL_MODELS__HEAD_POSE__LIMITS__MAX_ROLL", "25")
+    settings = Settings(model_dir=tmp_path / "models", model_manifest=BUNDLED_MANIFEST)
+    built = {m.key: m for m in [*quality_models(settings), *detector_models(settings)]}
+    classic, brisque, niqe = built["classic_metrics"], built["brisque"], built["niqe"]
+    pose = built["head_pose"]
+    assert isinstance(classic, ClassicMetrics) and isinstance(pose, HeadPose)
+    assert isinstance(brisque, Brisque) and isinstance(niqe, Niqe)
+    assert (classic.min_contrast, classic.min_sharpness) == (0.05, settings.quality_min_sharpness)
+    assert (brisque.max_score, niqe.max_score) == (60.0, 100.0)
+    assert (pose.max_roll, pose.max_yaw) == (25.0, settings.max_yaw_degrees)
+
+
+def test_calibration_proposes_every_limit_and_scorer_the_manifest_gives_the_quality_stage(
+    tmp_path: Path,
+) -> None:
+    from tools.eval.calibrate import bounds
+
+    path = write_manifest(
+        tmp_path, BUNDLED_MANIFEST.read_text() + """
+[[model]]
+name = "noise_meter"
+task = "quality"
+stage = "quality"
+version = "1"
+licence = "test"
+source = { kind = "algorithm", module = "m" }
+limits.max_noise = { value = "noise", reject = "above", threshold = 3.5 }
+""")  # fmt: skip
+    found = {(b.model, b.value, b.kind): b for b in bounds(Settings(model_manifest=path))}
+    assert ("classic_metrics", "sharpness", "min") in found
+    assert ("liqe", "score", "min") in found and ("brisque", "score", "max") in found
+    noise = found[("noise_meter", "noise", "max")]
+    assert noise.current(Settings(model_manifest=path)) == 3.5
+    assert noise.env_name == "FACEVAL_MODELS__NOISE_METER__LIMITS__MAX_NOISE"
+
+
+def test_a_worker_refuses_to_start_with_a_per_model_setting_that_would_be_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.worker import check_models
+
+    settings = Settings(model_dir=tmp_path, model_manifest=BUNDLED_MANIFEST)
+    assert check_models("quality", settings) == []
+    monkeypatch.setenv("FACEVAL_MODELS__LIQEE__THRESHOLD", "0.4")
+    monkeypatch.setenv("FACEVAL_MODELS__BRISQUE__LIMITS__MAX_SOCRE", "60")
+    problems = check_models(
+        "quality", Settings(model_dir=tmp_path, model_manifest=BUNDLED_MANIFEST)
+    )
+    assert len(problems) == 2
+    assert "'liqee', which is not in the manifest" in problems[0]
+    assert "max_socre" in problems[1] and "brisque" in problems[1]
+
+
+def test_a_model_is_not_built_when_its_manifest_limits_and_its_code_disagree() -> None:
+    from services.face_detector.pose import HeadPose
+    from shared.analysis import ModelInfo
+
+    info = ModelInfo("head_pose", "1.0")
+    with pytest.raises(ValueError, match="head_pose needs exactly"):
+        HeadPose.judging({"max_yaw": 50.0, "max_roll": 30.0}, info)  # max_pitch missing
+    with pytest.raises(ValueError, match="head_pose needs exactly"):
+        HeadPose.judging({"max_yaw": 1.0, "max_pitch": 1.0, "max_roll": 1.0, "max_tilt": 1.0}, info)
+    assert (
+        HeadPose.judging({"max_yaw": 50.0, "max_pitch": None, "max_roll": 30.0}, info).max_yaw == 50
+    )

@@ -21,65 +21,53 @@ import numpy as np
 
 from shared.analysis import Face, Image, Model, ModelUnavailable
 from shared.imaging import decode_rgb
-from shared.models_registry import ModelEntry, Registry, scorer_threshold
+from shared.models_registry import ModelEntry, Registry, limit_values, scorer_threshold
 from shared.settings import Settings
 from tools.eval.datasets import IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)
 class Bound:
+    """One judged quality score: a scorer model's threshold or a limit of a model with
+    several (manifest `scorer` and `limits` tables)."""
+
     model: str
     value: str
-    #: The flat setting holding it; None for a scorer model set only by name
-    #: (FACEVAL_MODELS__<NAME>__THRESHOLD).
-    setting: str | None
     #: "min": scores below the bound fail; "max": scores above it fail.
     kind: str
-    #: The manifest entry of a scorer model (its threshold resolves through the settings).
-    entry: ModelEntry | None = None
+    #: The manifest entry it belongs to (its value resolves through the settings).
+    entry: ModelEntry
+    #: The limit's name; None for a scorer model's threshold.
+    limit: str | None = None
 
     def current(self, settings: Settings) -> float | None:
-        if self.entry is not None:
+        if self.limit is None:
             return scorer_threshold(self.entry, settings)
-        value = getattr(settings, str(self.setting))
-        return float(value) if value is not None else None
+        return limit_values(self.entry, settings)[self.limit]
 
     @property
     def env_name(self) -> str:
-        if self.entry is not None:
-            # The nested name wins over the flat one (shared.models_registry.scorer_threshold).
+        """The nested setting, which wins over the older flat one the manifest names."""
+        if self.limit is None:
             return f"FACEVAL_MODELS__{self.model.upper()}__THRESHOLD"
-        return f"FACEVAL_{str(self.setting).upper()}"
-
-
-#: The quality stage's own metrics; its scorer models' bounds come from the manifest.
-CLASSIC_BOUNDS: tuple[Bound, ...] = (
-    Bound("classic_metrics", "sharpness", "quality_min_sharpness", "min"),
-    Bound("classic_metrics", "brightness", "quality_min_brightness", "min"),
-    Bound("classic_metrics", "brightness", "quality_max_brightness", "max"),
-    Bound("classic_metrics", "contrast", "quality_min_contrast", "min"),
-    Bound("classic_metrics", "blur_score", "quality_max_blur_score", "max"),
-    Bound("classic_metrics", "svd_score", "quality_max_svd_score", "max"),
-    Bound("classic_metrics", "colorfulness", "quality_min_colorfulness", "min"),
-    Bound("brisque", "score", "quality_max_brisque", "max"),
-    Bound("niqe", "score", "quality_max_niqe", "max"),
-)
+        return f"FACEVAL_MODELS__{self.model.upper()}__LIMITS__{self.limit.upper()}"
 
 
 def bounds(settings: Settings) -> list[Bound]:
-    """The classic bounds, then one per quality scorer model of the manifest (LIQE, TOPIQ)."""
-    scorers = Registry.from_settings(settings).manifest.scorers("quality")
+    """Every judged score of the quality stage, from the manifest: the limits of its
+    models with several (classic metrics, BRISQUE, NIQE), then its scorer models (LIQE,
+    TOPIQ)."""
+    manifest = Registry.from_settings(settings).manifest
+    quality = [e for e in manifest if e.stage == "quality"]
     return [
-        *CLASSIC_BOUNDS,
         *(
-            Bound(
-                e.name,
-                e.scorer.value,
-                e.scorer.setting,
-                "min" if e.scorer.reject == "below" else "max",
-                e,
-            )
-            for e in scorers
+            Bound(e.name, limit.value, "min" if limit.reject == "below" else "max", e, name)
+            for e in quality
+            for name, limit in e.limits.items()
+        ),
+        *(
+            Bound(e.name, e.scorer.value, "min" if e.scorer.reject == "below" else "max", e)
+            for e in quality
             if e.scorer is not None
         ),
     ]
