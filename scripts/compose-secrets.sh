@@ -28,14 +28,19 @@ mongo_password=$(read_or_make mongo_password)
 redis_password=$(read_or_make redis_password)
 postgres_password=$(read_or_make postgres_password)
 read_or_make grafana_admin_password >/dev/null
+qdrant_api_key=$(read_or_make faceval_qdrant_api_key)
 read_or_make faceval_pseudonym_secret >/dev/null
 read_or_make faceval_etl_pseudonym_secret >/dev/null
 
-# RabbitMQ's image reads /etc/rabbitmq/conf.d/*.conf; Redis reads a config file.
+# RabbitMQ's image reads /etc/rabbitmq/conf.d/*.conf; Redis and Qdrant read a config file.
 write_once rabbitmq.conf "default_user = faceval
 default_pass = $rabbitmq_password
 "
 write_once redis.conf "requirepass $redis_password
+"
+# Qdrant merges /qdrant/config/local.yaml over its configuration.
+write_once qdrant.yaml "service:
+  api_key: $qdrant_api_key
 "
 write_once faceval_broker_url "amqp://faceval:$rabbitmq_password@rabbitmq:5672//"
 write_once faceval_redis_url "redis://:$redis_password@redis:6379/0"

@@ -194,6 +194,9 @@ class Settings(BaseSettings):
     #: server) or "qdrant" (a Qdrant server or cluster at `qdrant_url`).
     vector_engine: Literal["embedded", "qdrant"] = "embedded"
     qdrant_url: str = "http://127.0.0.1:6333"
+    #: The Qdrant server's API key (its `service.api_key`), sent as the `api-key` header;
+    #: None for a server without one (a development server on this machine).
+    qdrant_api_key: SecretStr | None = None
     #: 1:N search returns subjects at or above this similarity (and at most `k`); below
     #: the identity threshold, so that near misses are seen, never reported as matches.
     identity_search_floor: float = 0.85

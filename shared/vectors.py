@@ -473,12 +473,14 @@ class QdrantIndex(_Synced):
         self._collections: dict[str, str] = {}
 
     @classmethod
-    def connect(cls, url: str | None = None, **options: Any) -> QdrantIndex:
+    def connect(
+        cls, url: str | None = None, api_key: str | None = None, **options: Any
+    ) -> QdrantIndex:
         from qdrant_client import QdrantClient
 
         if url is None or url == ":memory:":
             return cls(QdrantClient(location=":memory:"), **options)
-        return cls(QdrantClient(url=url), **options)
+        return cls(QdrantClient(url=url, api_key=api_key), **options)
 
     def _collection(self, space: str, dim: int | None = None) -> str | None:
         from qdrant_client import models
@@ -605,5 +607,6 @@ class QdrantIndex(_Synced):
 def make_index(settings: Settings) -> VectorIndex:
     """The index engine the settings name (`FACEVAL_VECTOR_ENGINE`)."""
     if settings.vector_engine == "qdrant":
-        return QdrantIndex.connect(settings.qdrant_url)
+        key = settings.qdrant_api_key
+        return QdrantIndex.connect(settings.qdrant_url, key.get_secret_value() if key else None)
     return EmbeddedIndex()

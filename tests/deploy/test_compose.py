@@ -372,3 +372,17 @@ def test_dockerfile_copies_only_what_the_context_sends() -> None:
         for source in paths:
             assert (REPO / source).exists(), f"COPY {source}: not in the repository"
             assert not _dockerignored(source, patterns), f"COPY {source}: .dockerignore drops it"
+
+
+def test_qdrant_requires_the_api_key_only_its_clients_are_given() -> None:
+    generated = _generated_secrets()
+    key = generated["faceval_qdrant_api_key"]
+    assert len(key) >= 32
+    # Qdrant merges config/local.yaml (relative to its working directory /qdrant).
+    assert yaml.safe_load(generated["qdrant.yaml"]) == {"service": {"api_key": key}}
+    [mount] = [s for s in SERVICES["qdrant"]["secrets"] if not isinstance(s, str)]
+    assert mount == {"source": "qdrant.yaml", "target": "/qdrant/config/local.yaml"}
+    for name, service in SERVICES.items():
+        if service.get("image", "").startswith("faceval:"):
+            given = "faceval_qdrant_api_key" in _secret_names(service)
+            assert given == (name in VECTOR_USERS), name

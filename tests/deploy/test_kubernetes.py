@@ -539,3 +539,20 @@ def test_the_kubernetes_scrape_config_finds_the_pods_the_manifests_define() -> N
             assert port_name in ports, job["job_name"]
         namespaces = job["kubernetes_sd_configs"][0]["namespaces"]["names"]
         assert namespaces == ["faceval"]
+
+
+def test_qdrant_requires_the_api_key_its_clients_read_from_the_same_secret() -> None:
+    for overlay in OVERLAYS:
+        objects = render(overlay)
+        qdrant = pod_template(named(objects, "StatefulSet", "qdrant"))["spec"]["containers"][0]
+        env = {e["name"]: e for e in qdrant["env"]}
+        ref = env["QDRANT__SERVICE__API_KEY"]["valueFrom"]["secretKeyRef"]
+        assert ref["key"] == "FACEVAL_QDRANT_API_KEY"
+        assert ref["name"].startswith("faceval-secrets")
+        for _, pod in faceval_pods(objects):
+            sources = [s["secretRef"]["name"] for c in pod["spec"]["containers"]
+                       for s in c.get("envFrom", []) if "secretRef" in s]  # fmt: skip
+            if sources:
+                assert ref["name"] in sources
+    dev = render("dev")
+    assert "FACEVAL_QDRANT_API_KEY" in named(dev, "Secret", dev_secret(dev))["data"]

@@ -217,3 +217,56 @@ def test_a_missing_sequence_number_holds_the_watermark_while_it_may_still_land()
     again = asyncio.run(follower.changes(store))  # type: ignore[arg-type]
     assert [c.subject_id for c in again] == ["s1"]  # s2 is not applied twice
     assert follower.watermark == 2
+
+
+def test_a_qdrant_server_is_sent_the_configured_api_key() -> None:
+    """Against a stand-in HTTP server answering as Qdrant does: every request carries the
+    `api-key` header from FACEVAL_QDRANT_API_KEY (Qdrant refuses requests without it)."""
+    import json
+    import threading
+    import warnings
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from shared.settings import Settings
+
+    seen: list[tuple[str, str | None]] = []
+
+    class Qdrant(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append((self.path, self.headers.get("api-key")))
+            if self.headers.get("api-key") != "s3cret-key":
+                self.send_response(403)
+                self.end_headers()
+                return
+            body: dict[str, Any] = {"title": "qdrant", "version": "1.15.0"}
+            if self.path.endswith("/exists"):
+                body = {"result": {"exists": False}, "status": "ok", "time": 0.0}
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Qdrant)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings = Settings(
+            vector_engine="qdrant",
+            qdrant_url=f"http://127.0.0.1:{server.server_address[1]}",
+            qdrant_api_key="s3cret-key",
+        )
+        with warnings.catch_warnings():
+            # qdrant-client warns that the key travels over plain HTTP (a test server).
+            warnings.simplefilter("ignore", UserWarning)
+            index = vectors.make_index(settings)
+            assert isinstance(index, QdrantIndex)
+            assert index._collection(SPACE) is None  # asked the server: no such collection
+        index.close()
+    finally:
+        server.shutdown()
+    assert any(path.endswith("/exists") for path, _ in seen)
+    assert {key for _, key in seen} == {"s3cret-key"}
