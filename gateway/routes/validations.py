@@ -9,6 +9,7 @@ from fastapi import APIRouter, File, Form, Header, Query, Request, Response, Upl
 from gateway import identity_checks, submit
 from gateway.deps import ClientDep, DepsDep, WaitQuery, error_responses
 from gateway.errors import ApiError
+from gateway.openapi_examples import accepted_example, validation_examples
 from shared.schema import Accepted, ValidationList, ValidationResult, ValidationSummary
 
 router = APIRouter(tags=["validations"])
@@ -19,8 +20,16 @@ router = APIRouter(tags=["validations"])
     status_code=202,
     response_model=ValidationResult | Accepted,
     responses={
-        200: {"model": ValidationResult, "description": "Finished within `wait`."},
-        202: {"model": Accepted, "description": "Accepted; poll the status URL."},
+        200: {
+            "model": ValidationResult,
+            "description": "Finished within `wait`.",
+            "content": {"application/json": {"examples": validation_examples()}},
+        },
+        202: {
+            "model": Accepted,
+            "description": "Accepted; poll the status URL.",
+            "content": {"application/json": {"examples": accepted_example()}},
+        },
         **error_responses(400, 401, 404, 408, 413, 415, 422, 429),
     },
     summary="Submit a near and a far selfie for validation",
@@ -86,7 +95,13 @@ async def submit_validation(
 @router.get(
     "/v1/validations/{transaction_id}",
     response_model=ValidationResult,
-    responses=error_responses(401, 404, 422),
+    responses={
+        200: {
+            "description": "The validation: `status` pending while stages run, then its result.",
+            "content": {"application/json": {"examples": validation_examples()}},
+        },
+        **error_responses(401, 404, 422),
+    },
     summary="Get a validation's status and result",
 )
 async def get_validation(
