@@ -113,6 +113,8 @@ class Settings(BaseSettings):
 
     # --- decisions ----------------------------------------------------------------------
     detector_max_side: int = 640
+    #: RetinaFace's (the manifest's retinaface_mobilenet limit min_score; SCRFD has its own,
+    #: FACEVAL_MODELS__SCRFD_10G__LIMITS__MIN_SCORE).
     detector_score_threshold: float = 0.8
     #: Framing (services/face_detector/framing.py; measured in docs/models.md, Framing).
     #: Web and phone photos are often tight crops: the face may spill 40 % of its size past

@@ -28,6 +28,15 @@ def framing_policy(settings: Settings) -> FramingPolicy:
     )
 
 
+def _min_score(registry: Registry, name: str, settings: Settings) -> float:
+    """A detector's score threshold: its manifest limit `min_score`, settable by name
+    (FACEVAL_MODELS__<NAME>__LIMITS__MIN_SCORE); each network has its own score scale."""
+    score = registry.limits(name, settings)["min_score"]
+    if score is None:
+        raise ValueError(f"detector {name!r} needs a min_score limit in the manifest")
+    return score
+
+
 def _detector(settings: Settings, registry: Registry) -> Model:
     from services.face_detector.model import RetinaFaceDetector
     from services.face_detector.scrfd import ScrfdDetector
@@ -40,13 +49,14 @@ def _detector(settings: Settings, registry: Registry) -> Model:
         return ScrfdDetector(
             session=build_session(scrfd, settings),
             policy=framing_policy(settings),
+            score_threshold=_min_score(registry, "scrfd_10g", settings),
             info=registry.info("scrfd_10g"),
         )
     path = registry.require("retinaface_mobilenet", materialise_from_package=True)
     return RetinaFaceDetector(
         session=build_session(path, settings),
         max_side=settings.detector_max_side,
-        score_threshold=settings.detector_score_threshold,
+        score_threshold=_min_score(registry, "retinaface_mobilenet", settings),
         policy=framing_policy(settings),
         info=registry.info("retinaface_mobilenet"),
     )

@@ -383,6 +383,7 @@ def test_stages_judge_at_the_limits_set_by_model_name(
     monkeypatch.setenv("FACEVAL_MODELS__BRISQUE__LIMITS__MAX_SCORE", "60")
     monkeypatch.setenv("FACEVAL_MODELS__NIQE__LIMITS__MAX_SCORE", "100")
     monkeypatch.setenv("FACEVAL_MODELS__HEAD_POSE__LIMITS__MAX_ROLL", "25")
+    monkeypatch.setenv("FACEVAL_MODELS__RETINAFACE_MOBILENET__LIMITS__MIN_SCORE", "0.7")
     settings = Settings(model_dir=tmp_path / "models", model_manifest=BUNDLED_MANIFEST)
     built = {m.key: m for m in [*quality_models(settings), *detector_models(settings)]}
     classic, brisque, niqe = built["classic_metrics"], built["brisque"], built["niqe"]
@@ -392,6 +393,25 @@ def test_stages_judge_at_the_limits_set_by_model_name(
     assert (classic.min_contrast, classic.min_sharpness) == (0.05, settings.quality_min_sharpness)
     assert (brisque.max_score, niqe.max_score) == (60.0, 100.0)
     assert (pose.max_roll, pose.max_yaw) == (25.0, settings.max_yaw_degrees)
+    from services.face_detector.model import RetinaFaceDetector
+
+    detector = built["face_detector"]
+    assert isinstance(detector, RetinaFaceDetector) and detector.score_threshold == 0.7
+
+
+def test_each_detector_network_has_its_own_score_threshold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shared.models_registry import limit_values
+
+    manifest = load_manifest(BUNDLED_MANIFEST)
+    retinaface, scrfd = manifest["retinaface_mobilenet"], manifest["scrfd_10g"]
+    assert limit_values(retinaface, Settings()) == {
+        "min_score": Settings().detector_score_threshold
+    }
+    assert limit_values(scrfd, Settings(detector_score_threshold=0.9)) == {"min_score": 0.5}
+    monkeypatch.setenv("FACEVAL_MODELS__SCRFD_10G__LIMITS__MIN_SCORE", "0.6")
+    assert limit_values(scrfd, Settings()) == {"min_score": 0.6}
 
 
 def test_calibration_proposes_every_limit_and_scorer_the_manifest_gives_the_quality_stage(
