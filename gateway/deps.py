@@ -12,7 +12,7 @@ from fastapi import Depends, Header, Query, Request
 
 from gateway.errors import ApiError
 from gateway.limits import QueueDepthWatch
-from gateway.openapi_examples import error_examples
+from gateway.openapi_examples import error_examples, examples
 from gateway.waiter import DoneWaiter
 from shared import apikeys, codes, metrics
 from shared.blobstore import AsyncBlobStore
@@ -85,7 +85,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {
         "model": ErrorBody,
         "description": ", ".join(e.code for e in codes.UPLOAD_ERRORS if e.http_status == status),
-        "content": {"application/json": {"examples": error_examples(status)}},
+        **examples(error_examples(status)),
     }
     for status in sorted({e.http_status for e in codes.UPLOAD_ERRORS})
 }

@@ -1,8 +1,10 @@
 """The examples the OpenAPI document (and so /docs) shows for each response.
 
 The validation results are real answers: `faceval demo --json` on the bundled sample pairs
-(2026-11-26, commit 9b2c72e; only the status URL's host was changed), kept as JSON files in
-`gateway/examples/`; a unit test checks that each still validates against the response
+(2026-11-26, commit 9b2c72e; only the status URL's host was changed); the subjects answers
+too: LFW photos enrolled under made-up external ids, verified and searched through the
+running stack (2026-11-26, commit ff8afe2). They are kept as JSON files in
+`gateway/examples/`; unit tests check that each still validates against its response
 model, so a schema change that breaks them fails the build. The error bodies are the error
 catalogue's (`shared.codes.UPLOAD_ERRORS`), one example per code a status can carry.
 """
@@ -39,6 +41,31 @@ def validation_result(name: str) -> dict[str, Any]:
     text = files("gateway").joinpath("examples", VALIDATION_EXAMPLES[name][0]).read_text()
     value: dict[str, Any] = json.loads(text)
     return value
+
+
+@cache
+def subject_answers() -> dict[str, dict[str, Any]]:
+    """The stored subjects answers, by name (subject_created, subject, verification_match,
+    verification_no_match, search_result)."""
+    value: dict[str, dict[str, Any]] = json.loads(
+        files("gateway").joinpath("examples", "subjects.json").read_text()
+    )
+    return value
+
+
+def subject_example(name: str, summary: str) -> dict[str, dict[str, Any]]:
+    return {name: {"summary": summary, "value": subject_answers()[name]}}
+
+
+def subject_list_example() -> dict[str, dict[str, Any]]:
+    """A page holding the one stored subject, the last page."""
+    page = {"items": [subject_answers()["subject"]], "next_after": None}
+    return {"last_page": {"summary": "The last page: next_after is null", "value": page}}
+
+
+def examples(content: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A response's `content`, for FastAPI's `responses=` (merged with its model's schema)."""
+    return {"content": {"application/json": {"examples": content}}}
 
 
 def validation_examples() -> dict[str, dict[str, Any]]:

@@ -16,6 +16,7 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from gateway import gallery, submit
 from gateway.deps import Client, ClientDep, Deps, DepsDep, error_responses
 from gateway.errors import ApiError
+from gateway.openapi_examples import examples, subject_example, subject_list_example
 from gateway.probes import Template, template_of, templates_of
 from shared import metrics
 from shared.pipeline import Policy
@@ -62,7 +63,10 @@ async def _one_image(d: Deps, who: Client, image: UploadFile, service: str) -> T
     "/v1/subjects",
     status_code=201,
     response_model=SubjectCreated,
-    responses=error_responses(400, 401, 408, 413, 415, 422, 429),
+    responses={
+        201: examples(subject_example("subject_created", "Enrolled from two photos")),
+        **error_responses(400, 401, 408, 413, 415, 422, 429),
+    },
     summary="Enrol a subject (or replace its template) from 1 to 3 images",
 )
 async def enrol(
@@ -123,7 +127,7 @@ async def enrol(
 @router.get(
     "/v1/subjects",
     response_model=SubjectList,
-    responses=error_responses(401, 422),
+    responses={200: examples(subject_list_example()), **error_responses(401, 422)},
     summary="List this client's subjects, by subject id",
 )
 async def list_subjects(
@@ -144,7 +148,7 @@ async def list_subjects(
 @router.get(
     "/v1/subjects/{subject_id}",
     response_model=Subject,
-    responses=error_responses(401, 404),
+    responses={200: examples(subject_example("subject", "A subject")), **error_responses(401, 404)},
     summary="Get a subject (its template is never returned)",
 )
 async def get_subject(subject_id: str, d: DepsDep, who: ClientDep) -> Subject:
@@ -170,7 +174,13 @@ async def delete_subject(subject_id: str, d: DepsDep, who: ClientDep) -> Respons
 @router.post(
     "/v1/subjects/{subject_id}/verify",
     response_model=Verification,
-    responses=error_responses(400, 401, 404, 408, 409, 413, 415, 422, 429),
+    responses={
+        200: examples(
+            subject_example("verification_match", "Another photo of the subject: a match")
+            | subject_example("verification_no_match", "Another person: no match")
+        ),
+        **error_responses(400, 401, 404, 408, 409, 413, 415, 422, 429),
+    },
     summary="1:1: is the face in this image the subject?",
 )
 async def verify(
@@ -210,7 +220,10 @@ async def verify(
 @router.post(
     "/v1/search",
     response_model=SearchResult,
-    responses=error_responses(400, 401, 408, 413, 415, 422, 429),
+    responses={
+        200: examples(subject_example("search_result", "One subject above the floor: a match")),
+        **error_responses(400, 401, 408, 413, 415, 422, 429),
+    },
     summary="1:N: this client's subjects most similar to the face, best first",
 )
 async def search(

@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Form, Header, Query, Request, Response, Upl
 from gateway import identity_checks, submit
 from gateway.deps import ClientDep, DepsDep, WaitQuery, error_responses
 from gateway.errors import ApiError
-from gateway.openapi_examples import accepted_example, validation_examples
+from gateway.openapi_examples import accepted_example, examples, validation_examples
 from shared.schema import Accepted, ValidationList, ValidationResult, ValidationSummary
 
 router = APIRouter(tags=["validations"])
@@ -23,12 +23,12 @@ router = APIRouter(tags=["validations"])
         200: {
             "model": ValidationResult,
             "description": "Finished within `wait`.",
-            "content": {"application/json": {"examples": validation_examples()}},
+            **examples(validation_examples()),
         },
         202: {
             "model": Accepted,
             "description": "Accepted; poll the status URL.",
-            "content": {"application/json": {"examples": accepted_example()}},
+            **examples(accepted_example()),
         },
         **error_responses(400, 401, 404, 408, 413, 415, 422, 429),
     },
@@ -98,7 +98,7 @@ async def submit_validation(
     responses={
         200: {
             "description": "The validation: `status` pending while stages run, then its result.",
-            "content": {"application/json": {"examples": validation_examples()}},
+            **examples(validation_examples()),
         },
         **error_responses(401, 404, 422),
     },

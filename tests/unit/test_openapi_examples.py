@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import BaseModel
 
 from gateway.app import create_app
 from gateway.openapi_examples import VALIDATION_EXAMPLES, validation_result
@@ -49,3 +50,33 @@ def test_every_error_status_shows_one_body_per_catalogued_code() -> None:
         assert set(examples) == catalogued, status
         for code, example in examples.items():
             assert ErrorBody.model_validate(example["value"]).code == code
+
+
+def test_the_subjects_answers_validate_and_are_shown_on_their_routes() -> None:
+    from gateway.openapi_examples import subject_answers
+    from shared.schema import SearchResult, Subject, SubjectCreated, SubjectList, Verification
+
+    answers = subject_answers()
+    created = SubjectCreated.model_validate(answers["subject_created"])
+    subject = Subject.model_validate(answers["subject"])
+    assert subject.subject_id == created.subject_id
+    match = Verification.model_validate(answers["verification_match"])
+    other = Verification.model_validate(answers["verification_no_match"])
+    # Real scores: the same person above the threshold, another person below it.
+    assert match.match and match.similarity >= match.threshold
+    assert not other.match and other.similarity < other.threshold
+    found = SearchResult.model_validate(answers["search_result"])
+    assert found.matches and all(m.similarity >= found.floor for m in found.matches)
+    paths = create_app().openapi()["paths"]
+    shown: dict[tuple[str, str, str], type[BaseModel]] = {
+        ("/v1/subjects", "post", "201"): SubjectCreated,
+        ("/v1/subjects", "get", "200"): SubjectList,
+        ("/v1/subjects/{subject_id}", "get", "200"): Subject,
+        ("/v1/subjects/{subject_id}/verify", "post", "200"): Verification,
+        ("/v1/search", "post", "200"): SearchResult,
+    }
+    for (path, method, status), model in shown.items():
+        content = paths[path][method]["responses"][status]["content"]["application/json"]
+        assert content["examples"], path
+        for example in content["examples"].values():
+            model.model_validate(example["value"])
