@@ -23,6 +23,7 @@ from shared.settings import Settings
 
 RETINAFACE_SHA = hashlib.sha256(retinaface.weights.WEIGHTS).hexdigest()
 PAD_SLOTS = ("as_35_selfies", "ibeta2_crops", "ibeta2_full", "ibeta2_clip")
+NOISE_LIMIT = 'limits.max_noise = { value = "noise", reject = "above", threshold = 3.5 }'
 
 
 def registry_in(tmp_path: Path, manifest: Path = BUNDLED_MANIFEST) -> Registry:
@@ -33,6 +34,16 @@ def write_manifest(tmp_path: Path, body: str) -> Path:
     path = tmp_path / "manifest.toml"
     path.write_text(body)
     return path
+
+
+def model_toml(name: str, stage: str, table: str, file: str | None = None) -> str:
+    """One manifest entry for a test model of `stage` with its scorer or limits `table`:
+    an operator's file when `file` is given, else an algorithm."""
+    source = f'file = "{file}"\nsource = {{ kind = "operator" }}' if file else (
+        'source = { kind = "algorithm", module = "m" }'
+    )  # fmt: skip
+    return (f'\n[[model]]\nname = "{name}"\ntask = "{stage}"\nstage = "{stage}"\n'
+            f'version = "1"\nlicence = "test"\n{source}\n{table}\n')  # fmt: skip
 
 
 def test_manifest_lists_every_model_the_stages_run() -> None:
@@ -221,17 +232,8 @@ def test_a_scorer_threshold_comes_from_the_nested_setting_then_the_flat_one_then
     assert scorer_threshold(slot, Settings()) == Settings().pad_model_threshold
     monkeypatch.setenv("FACEVAL_MODELS__LIQE__THRESHOLD", "0.45")
     assert scorer_threshold(liqe, Settings(quality_min_liqe=0.3)) == 0.45
-    path = write_manifest(tmp_path, """
-[[model]]
-name = "q"
-task = "quality"
-stage = "quality"
-version = "1"
-licence = "test"
-file = "q.onnx"
-source = { kind = "operator" }
-scorer = { value = "score", reject = "below", code = "low_quality", threshold = 0.2 }
-""")  # fmt: skip
+    scorer = 'scorer = { value = "score", reject = "below", code = "low_quality", threshold = 0.2 }'
+    path = write_manifest(tmp_path, model_toml("q", "quality", scorer, file="q.onnx"))
     assert scorer_threshold(load_manifest(path)["q"], Settings()) == 0.2
 
 
@@ -248,17 +250,7 @@ def test_a_malformed_scorer_table_is_refused_with_the_model_named(
 ) -> None:
     from shared.models_registry import load_manifest
 
-    path = write_manifest(tmp_path, f"""
-[[model]]
-name = "bad_scorer"
-task = "pad"
-stage = "pad"
-version = "1"
-licence = "test"
-file = "b.onnx"
-source = {{ kind = "operator" }}
-scorer = {scorer}
-""")  # fmt: skip
+    path = write_manifest(tmp_path, model_toml("bad_scorer", "pad", f"scorer = {scorer}", "b.onnx"))
     with pytest.raises(ValueError, match="bad_scorer"):
         load_manifest(path)
 
@@ -322,16 +314,7 @@ def test_a_limit_comes_from_the_nested_setting_then_the_flat_one_then_the_manife
     monkeypatch.setenv("FACEVAL_MODELS__CLASSIC_METRICS__LIMITS__MAX_BLUR_SCORE", "0.9")
     nested = limit_values(classic, Settings(quality_min_sharpness=15.0))
     assert (nested["min_sharpness"], nested["max_blur_score"]) == (21.0, 0.9)
-    path = write_manifest(tmp_path, """
-[[model]]
-name = "m"
-task = "quality"
-stage = "quality"
-version = "1"
-licence = "test"
-source = { kind = "algorithm", module = "m" }
-limits.max_noise = { value = "noise", reject = "above", threshold = 3.5 }
-""")  # fmt: skip
+    path = write_manifest(tmp_path, model_toml("m", "quality", NOISE_LIMIT))
     assert limit_values(load_manifest(path)["m"], Settings()) == {"max_noise": 3.5}
 
 
@@ -356,16 +339,9 @@ def test_a_misspelt_nested_limit_is_refused_naming_the_model_and_its_limits(
 def test_a_malformed_limits_table_is_refused_with_the_model_named(
     tmp_path: Path, limit: str
 ) -> None:
-    path = write_manifest(tmp_path, f"""
-[[model]]
-name = "bad_limits"
-task = "quality"
-stage = "quality"
-version = "1"
-licence = "test"
-source = {{ kind = "algorithm", module = "m" }}
-limits.max_noise = {limit}
-""")  # fmt: skip
+    path = write_manifest(
+        tmp_path, model_toml("bad_limits", "quality", f"limits.max_noise = {limit}")
+    )
     with pytest.raises(ValueError, match="bad_limits"):
         load_manifest(path)
 
@@ -420,16 +396,8 @@ def test_calibration_proposes_every_limit_and_scorer_the_manifest_gives_the_qual
     from tools.eval.calibrate import bounds
 
     path = write_manifest(
-        tmp_path, BUNDLED_MANIFEST.read_text() + """
-[[model]]
-name = "noise_meter"
-task = "quality"
-stage = "quality"
-version = "1"
-licence = "test"
-source = { kind = "algorithm", module = "m" }
-limits.max_noise = { value = "noise", reject = "above", threshold = 3.5 }
-""")  # fmt: skip
+        tmp_path, BUNDLED_MANIFEST.read_text() + model_toml("noise_meter", "quality", NOISE_LIMIT)
+    )
     found = {(b.model, b.value, b.kind): b for b in bounds(Settings(model_manifest=path))}
     assert ("classic_metrics", "sharpness", "min") in found
     assert ("liqe", "score", "min") in found and ("brisque", "score", "max") in found
