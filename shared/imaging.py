@@ -20,6 +20,7 @@ from shared.analysis import Image
 
 FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
+_JPEG_END = b"\xff\xd9"
 
 # We enforce our own pixel limit from the header; Pillow's would warn or raise differently.
 PILImage.MAX_IMAGE_PIXELS = None
@@ -100,10 +101,12 @@ def decode_rgb(data: bytes) -> Image:
     libjpeg-turbo decode as Pillow's, pixel for pixel (tests/unit/test_imaging.py, and on
     every photo of ../shared/data), about 30 % faster, straight into the array and with the
     GIL released, so a stage's near and far images decode at the same time. Every other
-    format and mode (CMYK JPEGs, PNG, WebP, 16-bit) goes through Pillow.
+    format and mode (CMYK JPEGs, PNG, WebP, 16-bit) goes through Pillow, and so does a JPEG
+    that does not end with its end-of-image marker (truncated, or with bytes after it):
+    Pillow raises on a truncated one, as it always did, where libjpeg may only warn.
     """
     with PILImage.open(io.BytesIO(data)) as img:
-        if img.format == "JPEG" and img.mode in ("RGB", "L"):
+        if img.format == "JPEG" and img.mode in ("RGB", "L") and data.endswith(_JPEG_END):
             decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
             if decoded is not None:
                 # IMREAD_COLOR applies the EXIF orientation, as exif_transpose does below.

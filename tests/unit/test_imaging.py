@@ -154,3 +154,9 @@ def test_real_photos_decode_as_pillow_does() -> None:
     for path in photos:
         data = path.read_bytes()
         np.testing.assert_array_equal(decode_rgb(data), _pillow_reference(data), str(path))
+
+
+def test_a_truncated_jpeg_still_fails_to_decode_instead_of_turning_grey() -> None:
+    data = _encode(_rgb(300, 200), "JPEG", quality=90)
+    with pytest.raises(OSError):
+        decode_rgb(data[: len(data) * 2 // 3])
