@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -52,8 +53,41 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     return False
 
 
+#: Ports free_port handed out in this process: each is bound by another process a moment
+#: later, and must not be handed out twice in between.
+_HANDED_OUT: set[int] = set()
+_LOWEST_PORT = 10000
+_rng = random.SystemRandom()
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's range for outgoing connections' local ports."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port nothing listens on, for a server started right after.
+
+    Taken below the kernel's ephemeral range: a port the kernel picked (bind to port 0) is
+    one it may also give an outgoing connection as its local port before the server binds
+    it (seen: a worker's metrics server failing with "Address already in use" under load).
+    """
+    low = _ephemeral_low()
+    for _ in range(500) if low - _LOWEST_PORT > 1000 else ():
+        port = _rng.randrange(_LOWEST_PORT, low)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))  # as a worker's metrics server binds
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket() as sock:  # no room below the ephemeral range
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
