@@ -76,7 +76,8 @@ def free_port() -> int:
     it (seen: a worker's metrics server failing with "Address already in use" under load).
     """
     low = _ephemeral_low()
-    for _ in range(500) if low - _LOWEST_PORT > 1000 else ():
+    attempts = 500 if low - _LOWEST_PORT > 1000 else 0  # else no room below the range
+    for _ in range(attempts):
         port = _rng.randrange(_LOWEST_PORT, low)
         if port in _HANDED_OUT:
             continue
@@ -87,7 +88,7 @@ def free_port() -> int:
                 continue
         _HANDED_OUT.add(port)
         return port
-    with socket.socket() as sock:  # no room below the ephemeral range
+    with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 

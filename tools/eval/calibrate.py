@@ -31,14 +31,17 @@ class Bound:
     """One judged quality score: a scorer model's threshold or a limit of a model with
     several (manifest `scorer` and `limits` tables)."""
 
-    model: str
+    #: The manifest entry it belongs to (its value resolves through the settings).
+    entry: ModelEntry
     value: str
     #: "min": scores below the bound fail; "max": scores above it fail.
     kind: str
-    #: The manifest entry it belongs to (its value resolves through the settings).
-    entry: ModelEntry
     #: The limit's name; None for a scorer model's threshold.
     limit: str | None = None
+
+    @property
+    def model(self) -> str:
+        return self.entry.name
 
     def current(self, settings: Settings) -> float | None:
         if self.limit is None:
@@ -61,12 +64,12 @@ def bounds(settings: Settings) -> list[Bound]:
     quality = [e for e in manifest if e.stage == "quality"]
     return [
         *(
-            Bound(e.name, limit.value, "min" if limit.reject == "below" else "max", e, name)
+            Bound(e, limit.value, "min" if limit.reject == "below" else "max", name)
             for e in quality
             for name, limit in e.limits.items()
         ),
         *(
-            Bound(e.name, e.scorer.value, "min" if e.scorer.reject == "below" else "max", e)
+            Bound(e, e.scorer.value, "min" if e.scorer.reject == "below" else "max")
             for e in quality
             if e.scorer is not None
         ),
