@@ -39,3 +39,20 @@ def test_bench_pairs_cover_every_outcome_once_with_the_pad_one_marked_simulated(
     assert [p.name for p in pairs.values() if p.simulated] == ["print_attack"]
     for pair in pairs.values():
         assert pair.near[:3] == b"\xff\xd8\xff" and pair.far[:3] == b"\xff\xd8\xff"
+
+
+def test_delivery_summary_compares_celery_with_pika_and_splits_its_delay() -> None:
+    from bench.delivery import summarise
+
+    rounds = {
+        "pika": [{"total": [0.4, 0.5, 0.6]}, {"total": [0.5, 0.5, 0.5]}],
+        "celery_threads": [
+            {"total": [0.9, 1.0, 1.1], "to_request": [0.7, 0.8, 0.9]},
+            {"total": [1.0, 1.0, 1.0], "to_request": [0.8, 0.8, 0.8]},
+        ],
+    }
+    report = summarise(rounds)
+    assert report["variants"]["pika"]["p50_ms"]["total"]["median"] == 0.5
+    assert report["variants"]["celery_threads"]["p50_ms"]["total"]["median"] == 1.0
+    assert report["ratios"] == {"celery_threads_over_pika_p50": 2.0}
+    assert report["variants"]["celery_threads"]["request_to_task_p50_ms"] == 0.2
