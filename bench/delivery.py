@@ -36,6 +36,7 @@ from typing import Any
 
 import pika
 import redis
+from celery.signals import task_received
 
 from bench.stats import (
     format_table,
@@ -82,8 +83,6 @@ def run_celery_worker(prefix: str, variant: str) -> None:
     app = make_celery(settings, name=f"faceval-bench-{variant}")
     store = redis.Redis.from_url(settings.redis_url)
     received: dict[str, int] = {}
-
-    from celery.signals import task_received
 
     @task_received.connect(weak=False)  # type: ignore[untyped-decorator]
     def _received(request: Any = None, **_: Any) -> None:
