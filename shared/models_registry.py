@@ -131,8 +131,8 @@ class ModelEntry:
 
 
 def _judged(raw: Mapping[str, Any], fields: set[str], what: str) -> dict[str, Any]:
-    """The fields a scorer table and a limit share (value, reject side, default
-    threshold, flat setting), checked; the rest of `raw` is returned as is."""
+    """The fields a scorer table and a limit share (value, reject side, default threshold,
+    flat setting), checked, as keyword arguments; `fields` are the table's own others."""
     reject = str(raw["reject"])
     if reject not in ("above", "below"):
         raise ValueError(f"{what}.reject must be 'above' or 'below', not {reject!r}")
@@ -147,7 +147,6 @@ def _judged(raw: Mapping[str, Any], fields: set[str], what: str) -> dict[str, An
     if setting is not None and setting not in Settings.model_fields:
         raise ValueError(f"{what}.setting {setting!r} is not a setting")
     return {
-        **raw,
         "value": value,
         "reject": "above" if reject == "above" else "below",
         "threshold": float(threshold) if threshold is not None else None,
@@ -156,15 +155,8 @@ def _judged(raw: Mapping[str, Any], fields: set[str], what: str) -> dict[str, An
 
 
 def _scorer(raw: Mapping[str, Any]) -> Scorer:
-    checked = _judged(raw, {"code", "fused"}, "scorer")
-    return Scorer(
-        value=checked["value"],
-        reject=checked["reject"],
-        code=str(raw["code"]),
-        threshold=checked["threshold"],
-        setting=checked["setting"],
-        fused=bool(raw.get("fused", False)),
-    )
+    common = _judged(raw, {"code", "fused"}, "scorer")
+    return Scorer(**common, code=str(raw["code"]), fused=bool(raw.get("fused", False)))
 
 
 def _limits(raw: Mapping[str, Any]) -> dict[str, Limit]:
@@ -172,24 +164,25 @@ def _limits(raw: Mapping[str, Any]) -> dict[str, Limit]:
     for name, spec in raw.items():
         if not str(name).isidentifier():
             raise ValueError(f"limit name {name!r} is not a plain name")
-        checked = _judged(dict(spec), set(), f"limits.{name}")
-        limits[str(name)] = Limit(
-            name=str(name),
-            value=checked["value"],
-            reject=checked["reject"],
-            threshold=checked["threshold"],
-            setting=checked["setting"],
-        )
+        limits[str(name)] = Limit(name=str(name), **_judged(dict(spec), set(), f"limits.{name}"))
     return limits
 
 
-def _flat(settings: Settings, setting: str, key: str) -> tuple[bool, float | None]:
-    """(whether the flat setting decides, its value). A mapping setting (e.g.
-    `accessory_thresholds`, keyed by label) decides only for the keys it holds."""
-    value = getattr(settings, setting)
-    if isinstance(value, Mapping):
-        return (key in value, float(value[key]) if key in value else None)
-    return True, float(value) if value is not None else None
+def _resolved(
+    settings: Settings, nested: float | None, setting: str | None, key: str, default: float | None
+) -> float | None:
+    """One threshold, by precedence: the nested per-model setting, else the flat setting
+    the manifest names (a mapping setting, e.g. `accessory_thresholds`, only for the keys
+    it holds), else the manifest's default."""
+    if nested is not None:
+        return nested
+    if setting is not None:
+        value = getattr(settings, setting)
+        if not isinstance(value, Mapping):
+            return float(value) if value is not None else None
+        if key in value:
+            return float(value[key])
+    return default
 
 
 def scorer_threshold(entry: ModelEntry, settings: Settings) -> float | None:
@@ -197,14 +190,9 @@ def scorer_threshold(entry: ModelEntry, settings: Settings) -> float | None:
     (FACEVAL_MODELS__<NAME>__THRESHOLD), else its flat setting, else the manifest's."""
     if entry.scorer is None:
         raise ValueError(f"model {entry.name!r} has no scorer table in the manifest")
-    override = settings.model_override(entry.name)
-    if override is not None:
-        return override
-    if entry.scorer.setting is not None:
-        decides, value = _flat(settings, entry.scorer.setting, entry.name)
-        if decides:
-            return value
-    return entry.scorer.threshold
+    scorer = entry.scorer
+    return _resolved(settings, settings.model_override(entry.name), scorer.setting, entry.name,
+                     scorer.threshold)  # fmt: skip
 
 
 def limit_values(entry: ModelEntry, settings: Settings) -> dict[str, float | None]:
@@ -212,17 +200,6 @@ def limit_values(entry: ModelEntry, settings: Settings) -> dict[str, float | Non
     scorer's threshold: the nested setting (FACEVAL_MODELS__<NAME>__LIMITS__<LIMIT>), else
     the flat setting the limit names, else the manifest's default. None: not judged."""
     nested = settings.model_limits(entry.name)
-    resolved: dict[str, float | None] = {}
-    for name, limit in entry.limits.items():
-        if name in nested:
-            resolved[name] = nested[name]
-            continue
-        if limit.setting is not None:
-            decides, value = _flat(settings, limit.setting, name)
-            if decides:
-                resolved[name] = value
-                continue
-        resolved[name] = limit.threshold
     unknown = set(nested) - set(entry.limits)
     if unknown:
         # A misspelt limit would otherwise be ignored while the operator believes it set.
@@ -230,7 +207,10 @@ def limit_values(entry: ModelEntry, settings: Settings) -> dict[str, float | Non
             f"FACEVAL_MODELS__{entry.name.upper()}__LIMITS sets {sorted(unknown)}, which "
             f"model {entry.name!r} does not have (its limits: {sorted(entry.limits)})"
         )
-    return resolved
+    return {
+        name: _resolved(settings, nested.get(name), limit.setting, name, limit.threshold)
+        for name, limit in entry.limits.items()
+    }
 
 
 def _entry(raw: Mapping[str, Any]) -> ModelEntry:
