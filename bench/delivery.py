@@ -17,8 +17,8 @@ The delay runs from the publish time stamped in the message header (just before 
 publish, as the workers stamp it) to the task function starting; for Celery it is split at
 the `task_received` signal (the consumer thread has decoded the message and built the
 request) into wire-to-request and request-to-task (the pool's hand-off and the tracer).
-Message bodies are the same size in all variants (a real stage job). Writes
-bench/results/delivery.json.
+The pika message is padded to the size of the Celery one (a real stage job, body plus
+headers). Writes bench/results/delivery.json.
 """
 
 from __future__ import annotations
@@ -155,12 +155,14 @@ class Publishers:
         self.channel.confirm_delivery()
         job = _job()
         self.job = job
-        # The Celery message's body, to pad the pika message to the same size.
-        amqp = self.apps["celery_threads"].amqp
-        _, _, body, _ = amqp.as_task_v2(
+        # The pika message is padded to the Celery message's size, body plus headers (JSON
+        # for both, as bench.messaging weighs a job message).
+        headers, _, body, _ = self.apps["celery_threads"].amqp.as_task_v2(
             uuid.uuid4().hex, task_name(STAGE), args=[job.model_dump(mode="json")], kwargs={}
         )
-        self.pika_body = b"x" * len(json.dumps(body).encode())
+        headers[PUBLISHED_HEADER] = time.time_ns()
+        size = len(json.dumps(body).encode()) + len(json.dumps(headers, default=str).encode())
+        self.pika_body = b"x" * size
 
     def publisher(self, variant: str) -> Callable[[], None]:
         if variant == "pika":
@@ -193,7 +195,7 @@ def _start(prefix: str, variant: str) -> subprocess.Popen[bytes]:
 def _wait_consumer(
     store: redis.Redis, publish: Callable[[], None], prefix: str, variant: str
 ) -> None:
-    """Publish until one message comes through: the consumer is up and warm."""
+    """Publish until five messages came through: the consumer is up and warm."""
     key = _key(prefix, variant, "total")
     deadline = time.monotonic() + READY_TIMEOUT_S
     while store.llen(key) < 5:
@@ -232,7 +234,7 @@ def summarise(rounds: Mapping[str, Sequence[Mapping[str, Sequence[float]]]]) -> 
             "p90_ms": spread(percentile(run["total"], 90) for run in runs),
             "rounds": summaries,
         }
-    pika_p50 = variants.get("pika", {}).get("p50_ms", {}).get("total", {}).get("median")
+    pika_p50 = variants["pika"]["p50_ms"]["total"]["median"] if "pika" in variants else None
     ratios = {}
     for variant in VARIANTS[1:]:
         if variant in variants:
@@ -281,7 +283,7 @@ def run(rounds: int, count: int) -> dict[str, Any]:
         "benchmark": "delivery",
         "machine": machine(),
         "config": {"rounds": rounds, "count": count, "interval_s": INTERVAL_S,
-                   "message_body_bytes": len(publishers.pika_body)},
+                   "message_bytes": len(publishers.pika_body)},
     })  # fmt: skip
     return report
 
