@@ -99,9 +99,9 @@ def decode_rgb(data: bytes) -> Image:
 
     Colour and greyscale JPEGs (nearly every selfie) are decoded by OpenCV: the same
     libjpeg-turbo decode as Pillow's, pixel for pixel (tests/unit/test_imaging.py, and on
-    every photo of ../shared/data), in about 40 % less time (docs/benchmarks.md), straight
-    into the array and with the GIL released, so near and far decode at the same time. Every other
-    format and mode (CMYK JPEGs, PNG, WebP, 16-bit) goes through Pillow, and so does a JPEG
+    every photo of ../shared/data), in about 12 % less time (docs/benchmarks.md), straight
+    into the array and with the GIL released, so near and far decode at the same time. Every
+    other format and mode (CMYK JPEGs, PNG, WebP, 16-bit) goes through Pillow, and so does a JPEG
     that does not end with its end-of-image marker (truncated, or with bytes after it):
     Pillow raises on a truncated one, as it always did, where libjpeg may only warn.
     """
