@@ -32,7 +32,9 @@ def test_a_retry_with_the_same_idempotency_key_gets_the_same_transaction(
     files = {"near": ("n.jpg", no_face_jpegs[0]), "far": ("f.jpg", no_face_jpegs[1])}
     form = {"user_id": "12345678", "client_reference": reference}
     first = client_a.http.post("/v1/validations", files=files, data=form, headers=headers)
-    assert first.status_code == 202, first.text
+    # A no-face pair can be final before the gateway reads it back: 200 then, else 202.
+    assert first.status_code in (200, 202), first.text
+    assert first.json()["status"] == ("pending" if first.status_code == 202 else "completed")
     tid = first.json()["transaction_id"]
     again = client_a.http.post("/v1/validations", files=files, data=form, headers=headers,
                                params={"wait": 30})  # fmt: skip
