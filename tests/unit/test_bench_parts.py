@@ -56,3 +56,23 @@ def test_delivery_summary_compares_celery_with_pika_and_splits_its_delay() -> No
     assert report["variants"]["celery_threads"]["p50_ms"]["total"]["median"] == 1.0
     assert report["ratios"] == {"celery_threads_over_pika_p50": 2.0}
     assert report["variants"]["celery_threads"]["request_to_task_p50_ms"] == 0.2
+
+
+def test_parallel_floor_keeps_the_longer_side_per_stage_alone_and_together() -> None:
+    from bench.parallel_floor import summarise
+
+    def side(alone: dict[str, float], together: dict[str, float], decode: float) -> tuple[
+        str, dict[str, dict[str, float]], float
+    ]:  # fmt: skip
+        return ("astronaut", {"alone": alone, "together": together}, decode)
+
+    runs = {
+        "near": [side({"a": 0.010, "b": 0.002}, {"a": 0.011, "b": 0.002}, 0.001)],
+        "far": [side({"a": 0.008, "b": 0.004}, {"a": 0.009, "b": 0.005}, 0.002)],
+    }
+    pair = summarise(runs)["pairs"]["astronaut"]
+    assert pair["floor_alone_ms"]["median"] == 14.0  # 10 (near) + 4 (far)
+    assert pair["floor_together_ms"]["median"] == 16.0  # 11 + 5
+    assert pair["together_over_alone"] == round(16 / 14, 4)
+    assert pair["decode_ms"]["median"] == 2.0
+    assert pair["stages_ms"]["b"]["together"]["median"] == 5.0
