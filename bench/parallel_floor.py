@@ -7,9 +7,10 @@ running near and far at the same time is free: per stage the longer side, each s
 alone (bench.models). On 2 cores the two analyses could slow each other (shared caches,
 memory bandwidth), which no pipeline design removes. This measures by how much: two
 spawned processes, one per image, each with every stage's production models and the
-workers' native thread settings, run each stage of the accepted pairs alone (near while
-far waits, then far) and together (a barrier starts both), alternating which comes first
-per repetition. Per stage the longer side is kept, as the floor does, and summed over the
+workers' native thread settings, run each stage of the accepted pairs once untimed (so
+the timed runs find the stage's weights equally warm), then alone (near while far waits,
+then far) and together (a barrier starts both), alternating which comes first per
+repetition. Per stage the longer side is kept, as the floor does, and summed over the
 stages. Decoding is timed apart (the floor counts none). Nothing else runs: no broker, no
 database, no consumers. Writes bench/results/parallel_floor.json.
 """
@@ -33,8 +34,9 @@ from shared.settings import get_settings
 from tools.stages import stage_definitions
 
 SIDES: tuple[ImageSide, ImageSide] = ("near", "far")
-#: Per repetition, the order of the phases within each stage (alternated for warm caches).
-PHASE_ORDERS = (("near", "far", "both"), ("both", "near", "far"))
+#: Per repetition, the order of the phases within each stage (alternated). Each stage first
+#: runs once untimed on both sides, so every timed run finds its weights equally warm.
+PHASE_ORDERS = (("warm", "near", "far", "both"), ("warm", "both", "near", "far"))
 
 #: side -> [(pair, phase -> stage -> seconds, decode seconds)], one entry per repetition.
 SideRuns = list[tuple[str, dict[str, dict[str, float]], float]]
@@ -60,12 +62,14 @@ def run_side(side: ImageSide, barrier: Barrier, pairs: Sequence[str], reps: int)
                 given = face
                 for phase in PHASE_ORDERS[rep % 2]:
                     barrier.wait()
-                    if phase not in (side, "both"):
+                    if phase not in (side, "both", "warm"):
                         continue
                     started = time.perf_counter()
                     analysis = analyze_image(definition, models, image, given, policy)
                     elapsed = time.perf_counter() - started
-                    times["together" if phase == "both" else "alone"][definition.name] = elapsed
+                    if phase != "warm":
+                        key = "together" if phase == "both" else "alone"
+                        times[key][definition.name] = elapsed
                     if "face" in definition.provides and analysis.record.face is not None:
                         face = analysis.record.face
                 barrier.wait()
