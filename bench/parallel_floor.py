@@ -31,7 +31,7 @@ from shared.analysis import Face, ImageSide
 from shared.imaging import decode_rgb
 from shared.pipeline import Policy, analyze_image
 from shared.settings import get_settings
-from tools.stages import stage_definitions
+from tools.stages import in_process_pipeline
 
 SIDES: tuple[ImageSide, ImageSide] = ("near", "far")
 #: Per repetition, the order of the phases within each stage (alternated). Each stage first
@@ -45,7 +45,7 @@ SideRuns = list[tuple[str, dict[str, dict[str, float]], float]]
 def run_side(side: ImageSide, barrier: Barrier, pairs: Sequence[str], reps: int) -> SideRuns:
     """One image's process: every stage of every pair, alone and together, per repetition."""
     settings = get_settings()
-    stages = [(d, d.build_models(settings)) for d in stage_definitions()]
+    stages = in_process_pipeline(settings).stages
     policy = Policy.build(settings)
     samples = bench_pairs()
     runs: SideRuns = []
