@@ -10,6 +10,12 @@ FaceVal job message (body plus headers), measured on the broker by bench.messagi
 
     python -m bench.raw_chain hop INDEX --prefix P [--decode]   (one hop's consumer)
 
+With `--models` a hop also runs its stage's production models on the decoded image (the
+face the detector found travels in the message, as in FaceVal's jobs) and joins the two
+images' faces in one atomic Redis round trip; run two consumers per hop and near and far
+are analysed at once in separate processes (bench.model_chain): the lower bound of a
+design with a process per stage, with no Celery, MongoDB or publisher confirms.
+
 The driver side (`RawChain`) lives in the benchmark process.
 """
 
@@ -20,7 +26,7 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pika
@@ -28,8 +34,9 @@ import redis
 
 from bench.harness import DONE_TIMEOUT_S, DoneListener
 from bench.pairs import BenchPair
+from shared.analysis import Face, Image
 from shared.imaging import decode_rgb
-from shared.pipeline import STAGES
+from shared.pipeline import STAGES, Policy, analyze_image
 from shared.queues import pika_url
 from shared.settings import get_settings
 
@@ -52,16 +59,19 @@ def declare(channel: Any, prefix: str) -> None:
         channel.queue_bind(hop_queue(prefix, hop), exchange(prefix), hop_queue(prefix, hop))
 
 
-def body(tid: str, side: str, size: int) -> bytes:
-    data = {"id": tid, "side": side, "pad": ""}
+def body(tid: str, side: str, size: int, face: dict[str, Any] | None = None) -> bytes:
+    data: dict[str, Any] = {"id": tid, "side": side, "face": face, "pad": ""}
     short = len(json.dumps(data).encode())
     data["pad"] = "x" * max(0, size - short)
     return json.dumps(data).encode()
 
 
-def publish(channel: Any, prefix: str, hop: int, tid: str, side: str, size: int) -> None:
+def publish(
+    channel: Any, prefix: str, hop: int, tid: str, side: str, size: int,
+    face: dict[str, Any] | None = None,
+) -> None:  # fmt: skip
     channel.basic_publish(
-        exchange(prefix), hop_queue(prefix, hop), body(tid, side, size),
+        exchange(prefix), hop_queue(prefix, hop), body(tid, side, size, face),
         pika.BasicProperties(delivery_mode=2, headers={"published_ns": time.time_ns()}),
     )  # fmt: skip
 
@@ -73,7 +83,7 @@ def connect(broker_url: str, heartbeat: int = 30) -> pika.BlockingConnection:
     return pika.BlockingConnection(params)
 
 
-def run_hop(hop: int, prefix: str, decode: bool) -> None:
+def run_hop(hop: int, prefix: str, decode: bool, models: bool = False) -> None:
     settings = get_settings()
     store = redis.Redis.from_url(settings.redis_url)
     connection = connect(settings.broker_url)
@@ -81,6 +91,7 @@ def run_hop(hop: int, prefix: str, decode: bool) -> None:
     declare(channel, prefix)
     channel.basic_qos(prefetch_count=1)
     last = hop == HOPS - 1
+    analyse = _stage_analysis(hop) if models else None
 
     def on_message(ch: Any, method: Any, _props: Any, raw: bytes) -> None:
         message = json.loads(raw)
@@ -88,14 +99,26 @@ def run_hop(hop: int, prefix: str, decode: bool) -> None:
         data = store.get(f"{prefix}:img:{tid}:{side}")
         if data is None:
             raise SystemExit(f"hop {hop}: image {tid}/{side} missing")
-        if decode:
-            decode_rgb(data)
-        if store.incr(f"{prefix}:join:{tid}:{hop}") == 2:
+        faces: dict[str, Any] = {}
+        if analyse is not None:
+            face = analyse(decode_rgb(data), message.get("face"))
+            key = f"{prefix}:faces:{tid}:{hop}"
+            with store.pipeline(transaction=True) as pipe:
+                pipe.hset(key, side, json.dumps(face))
+                pipe.hgetall(key)
+                _, joined = pipe.execute()
+            complete = len(joined) == 2
+            faces = {k.decode(): json.loads(v) for k, v in joined.items()}
+        else:
+            if decode:
+                decode_rgb(data)
+            complete = store.incr(f"{prefix}:join:{tid}:{hop}") == 2
+        if complete:
             if last:
                 store.publish(f"{prefix}:done:{tid}", b"1")
             else:
                 for next_side in ("near", "far"):
-                    publish(ch, prefix, hop + 1, tid, next_side, len(raw))
+                    publish(ch, prefix, hop + 1, tid, next_side, len(raw), faces.get(next_side))
         ch.basic_ack(method.delivery_tag)
 
     channel.basic_consume(hop_queue(prefix, hop), on_message)
@@ -103,6 +126,25 @@ def run_hop(hop: int, prefix: str, decode: bool) -> None:
         channel.start_consuming()
     finally:
         connection.close()
+
+
+def _stage_analysis(hop: int) -> Callable[[Image, dict[str, Any] | None], dict[str, Any] | None]:
+    """The hop's stage with its production models, loaded once: (image, face in) -> the face
+    handed on. No decision: the benchmark sends pairs every stage accepts."""
+    from tools.stages import stage_definition  # only a model hop loads the models' code
+
+    settings = get_settings()
+    definition = stage_definition(STAGES[hop])
+    built = definition.build_models(settings)
+    policy = Policy.build(settings)
+
+    def analyse(image: Image, face: dict[str, Any] | None) -> dict[str, Any] | None:
+        given = Face.from_dict(face) if face else None
+        found = analyze_image(definition, built, image, given, policy).record.face
+        handed = found if found is not None else given
+        return handed.to_dict() if handed is not None else None
+
+    return analyse
 
 
 class RawChain:
@@ -142,7 +184,8 @@ class RawChain:
 
     def cleanup(self, tids: Sequence[str]) -> None:
         keys = [f"{self.prefix}:img:{t}:{s}" for t in tids for s in ("near", "far")]
-        keys += [f"{self.prefix}:join:{t}:{h}" for t in tids for h in range(HOPS)]
+        keys += [f"{self.prefix}:{kind}:{t}:{h}" for t in tids for h in range(HOPS)
+                 for kind in ("join", "faces")]  # fmt: skip
         for start in range(0, len(keys), 500):
             self.redis.delete(*keys[start : start + 500])
 
@@ -173,8 +216,9 @@ def main(argv: list[str]) -> None:
     hop.add_argument("index", type=int, choices=range(HOPS))
     hop.add_argument("--prefix", required=True)
     hop.add_argument("--decode", action="store_true", help="decode the image like FaceVal")
+    hop.add_argument("--models", action="store_true", help="run the stage's models too")
     args = parser.parse_args(argv)
-    run_hop(args.index, args.prefix, args.decode)
+    run_hop(args.index, args.prefix, args.decode, args.models)
 
 
 if __name__ == "__main__":

@@ -76,3 +76,31 @@ def test_parallel_floor_keeps_the_longer_side_per_stage_alone_and_together() -> 
     assert pair["together_over_alone"] == round(16 / 14, 4)
     assert pair["decode_ms"]["median"] == 2.0
     assert pair["stages_ms"]["b"]["together"]["median"] == 5.0
+
+
+def test_model_chain_summary_takes_each_pipelines_median_p50_and_faceval_over_the_chain() -> None:
+    from bench.model_chain import summarise
+
+    def rep(p50_ms: float, over: float) -> dict[str, dict[str, float]]:
+        return {"latency_ms": {"p50": p50_ms}, "over_floor": {"p50": over}}
+
+    report = summarise({
+        "model_chain": [rep(120.0, 1.20), rep(110.0, 1.10), rep(130.0, 1.30)],
+        "faceval": [rep(150.0, 1.50), rep(140.0, 1.40), rep(160.0, 1.60)],
+    })  # fmt: skip
+    assert report["summary"]["model_chain"]["light_p50_ms"]["median"] == 120.0
+    assert report["summary"]["faceval"]["light_p50_over_floor"]["median"] == 1.5
+    assert report["summary"]["faceval"]["light_p50_over_floor"]["min"] == 1.4
+    assert report["faceval_over_model_chain_p50"] == 1.25
+
+
+def test_a_model_chain_hop_hands_on_the_face_its_detector_found() -> None:
+    from bench.pairs import bench_pairs
+    from bench.raw_chain import _stage_analysis
+    from shared.imaging import decode_rgb
+
+    image = decode_rgb(bench_pairs()["astronaut"].near)
+    face = _stage_analysis(0)(image, None)
+    assert face is not None and float(face["width"]) > 0  # type: ignore[arg-type]
+    # A later stage analyses that face and hands the same one on.
+    assert _stage_analysis(1)(image, face) == face

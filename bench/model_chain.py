@@ -1,0 +1,173 @@
+"""Light load of the leanest distributed pipeline this machine can run, beside FaceVal's.
+
+`light_load_p50_over_floor` asks a single validation to take at most 1.15x the models'
+own critical path. This measures what a pipeline with one process per stage costs at
+light load when it does nothing but the hops: bench.raw_chain with `--models`, two pika
+consumers per stage (near and far analysed at once, in separate processes: no GIL shared),
+each fetching its image from Redis, decoding it, running the stage's production models and
+joining the two faces in one Redis round trip; no Celery, no MongoDB, no publisher
+confirms, no decision. FaceVal's real workers run the same pairs in the same repetitions,
+and both are divided by the floor measured in this run (bench.distribution's in-process
+baseline: per stage the longer of near and far, summed).
+
+    python -m bench.model_chain [--reps 3] [--count 20]
+
+Writes bench/results/model_chain.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pika
+
+from bench.distribution import alternating, inprocess_runs
+from bench.harness import BenchEnv, Driver, Target, bench_env, closed_loop, worker_defaults
+from bench.messaging import faceval_message_bytes
+from bench.pairs import bench_pairs
+from bench.raw_chain import HOPS, RawChain, hop_queue
+from bench.stats import format_table, latency_summary, machine, ratio, spread, write_json
+from shared.queues import pika_url
+
+#: Consumers per hop: one per image of the pair, as FaceVal's two task threads per stage.
+CONSUMERS_PER_HOP = 2
+
+
+def start_model_hops(env: BenchEnv, prefix: str) -> list[str]:
+    """Two model-running consumers per hop; their names once all consume."""
+    names = []
+    for hop in range(HOPS):
+        for index in range(CONSUMERS_PER_HOP):
+            name = f"{prefix.rsplit('-', 1)[-1]}-hop{hop}-{index}"
+            argv = [sys.executable, "-m", "bench.raw_chain", "hop", str(hop), "--prefix", prefix,
+                    "--models"]  # fmt: skip
+            env.stack._spawn(name, argv, worker_defaults())
+            names.append(name)
+    connection = pika.BlockingConnection(pika.URLParameters(pika_url(env.settings.broker_url)))
+    deadline = time.monotonic() + 180  # every consumer loads its stage's models first
+    try:
+        while time.monotonic() < deadline:
+            counts = []
+            for hop in range(HOPS):
+                channel = connection.channel()
+                try:
+                    ok = channel.queue_declare(hop_queue(prefix, hop), passive=True)
+                    counts.append(int(ok.method.consumer_count))
+                    channel.close()
+                except pika.exceptions.ChannelClosedByBroker:
+                    counts.append(0)
+            if all(c >= CONSUMERS_PER_HOP for c in counts):
+                return names
+            if any(env.stack.processes[n].poll() is not None for n in names):
+                raise RuntimeError("a model-chain consumer exited while loading its models")
+            time.sleep(0.5)
+    finally:
+        connection.close()
+    raise RuntimeError(f"the model chain {prefix} did not start consuming")
+
+
+def over_floor(target: Target, names: Sequence[str], floors: Mapping[str, float]) -> dict[str, Any]:
+    pairs = bench_pairs()
+    loop = closed_loop(target, [pairs[n] for n in names])
+    return {
+        "latency_ms": latency_summary(loop.latencies_ms),
+        "over_floor": latency_summary(
+            [lat / floors[n] for lat, n in zip(loop.latencies_ms, names, strict=True)]
+        ),
+    }
+
+
+def run(env: BenchEnv, reps: int, count: int) -> dict[str, Any]:
+    floors_by_rep = inprocess_runs(count, 1, reps, worker_defaults())
+    floors = {
+        n: round(statistics.median(r["floor_ms"][n] for r in floors_by_rep), 3)
+        for n in floors_by_rep[0]["floor_ms"]
+    }
+    print(f"  floor ms: {floors}", flush=True)
+    size = faceval_message_bytes(env)["total"]
+    env.purge_queues()
+    prefix = f"{env.prefix}-models"
+    start_model_hops(env, prefix)
+    chain = RawChain(env.settings.broker_url, env.settings.redis_url, prefix, size)
+    env.start_workers("real")
+    driver = Driver(env.settings)
+    targets: dict[str, Target] = {"model_chain": chain, "faceval": driver}
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in targets}
+    try:
+        env.wait_models_loaded()
+        for target in targets.values():  # warm-up: connections, caches, first-use imports
+            closed_loop(target, [bench_pairs()[n] for n in alternating(4)])
+        for rep in range(reps):
+            # Alternating which goes first, so a drift in the machine's speed hits both.
+            order = list(targets) if rep % 2 == 0 else list(reversed(targets))
+            for key in order:
+                runs[key].append(over_floor(targets[key], alternating(count), floors))
+                entry = runs[key][-1]
+                print(f"  rep {rep + 1}/{reps} {key:<11} light p50 "
+                      f"{entry['latency_ms']['p50']:.1f} ms "
+                      f"({entry['over_floor']['p50']:.3f}x floor)", flush=True)  # fmt: skip
+    finally:
+        driver.close()
+        chain.close()
+        env.stop_workers()
+        chain.delete_queues()
+    return {
+        "benchmark": "model_chain",
+        "machine": machine(),
+        "config": {"reps": reps, "count": count, "consumers_per_hop": CONSUMERS_PER_HOP},
+        "floor_ms": floors,
+        **summarise(runs),
+        "runs": runs,
+    }
+
+
+def summarise(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, Any]:
+    """Per pipeline the light-load p50 (ms, and over the floor) over the repetitions, and
+    FaceVal's p50 over the model chain's."""
+    summary = {
+        key: {
+            "light_p50_ms": spread(e["latency_ms"]["p50"] for e in entries),
+            "light_p50_over_floor": spread(e["over_floor"]["p50"] for e in entries),
+        }
+        for key, entries in runs.items()
+    }
+    return {
+        "summary": summary,
+        "faceval_over_model_chain_p50": ratio(
+            summary["faceval"]["light_p50_ms"]["median"],
+            summary["model_chain"]["light_p50_ms"]["median"],
+        ),
+    }
+
+
+def print_report(report: Mapping[str, Any]) -> None:
+    rows = [
+        [key, s["light_p50_ms"]["median"], s["light_p50_over_floor"]["median"],
+         f"{s['light_p50_over_floor']['min']}-{s['light_p50_over_floor']['max']}"]
+        for key, s in report["summary"].items()
+    ]  # fmt: skip
+    print(format_table(["pipeline", "light p50 ms", "p50/floor", "p50/floor min-max"], rows))
+    print(f"floor ms {report['floor_ms']}; FaceVal over the model chain "
+          f"{report['faceval_over_model_chain_p50']}")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--count", type=int, default=20)
+    args = parser.parse_args()
+    if not (1 <= args.reps <= 20 and 4 <= args.count <= 500):
+        parser.error("bounded: reps 1-20, count 4-500")
+    with bench_env("model_chain") as env:
+        report = run(env, args.reps, args.count)
+    print_report(report)
+    print(f"\nwrote {write_json('model_chain.json', report)}")
+
+
+if __name__ == "__main__":
+    main()
