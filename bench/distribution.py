@@ -53,6 +53,7 @@ from bench.stats import (
     steady_throughput,
     write_json,
 )
+from shared.pipeline import STAGES
 from tools.stack import NATIVE_THREADS
 
 
@@ -81,6 +82,10 @@ VARIANTS: dict[str, Variant] = {
     "serial": Variant("one image at a time per stage (FACEVAL_WORKER_CONCURRENCY=1)",
                       worker_env={"FACEVAL_WORKER_CONCURRENCY": "1"}),
     "quality_x2": Variant("two quality workers (the costliest stage)", replicas={"quality": 2}),
+    "processes_x2": Variant("two single-threaded worker processes per stage instead of one "
+                            "with two task threads (near and far share no GIL)",
+                            worker_env={"FACEVAL_WORKER_CONCURRENCY": "1"},
+                            replicas=dict.fromkeys(STAGES, 2)),
 }  # fmt: skip
 
 
