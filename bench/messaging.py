@@ -87,17 +87,22 @@ def faceval_message_bytes(env: BenchEnv) -> dict[str, int]:
         app.close()
 
 
-def start_raw_hops(env: BenchEnv, prefix: str, decode: bool) -> tuple[list[str], list[int]]:
-    """One consumer process per hop; (process names, pids) once all consume."""
+def start_raw_hops(
+    env: BenchEnv, prefix: str, flags: Sequence[str] = (), per_hop: int = 1,
+    extra_env: Mapping[str, str] | None = None, seconds: float = 60,
+) -> tuple[list[str], list[int]]:  # fmt: skip
+    """`per_hop` consumer processes per hop (bench.raw_chain with `flags`); (process names,
+    pids) once all consume."""
     names, pids = [], []
     for hop in range(HOPS):
-        name = f"{prefix.rsplit('-', 1)[-1]}-hop{hop}"
-        argv = [sys.executable, "-m", "bench.raw_chain", "hop", str(hop), "--prefix", prefix]
-        env.stack._spawn(name, argv + (["--decode"] if decode else []))
-        names.append(name)
-        pids.append(env.stack.processes[name].pid)
+        for index in range(per_hop):
+            name = f"{prefix.rsplit('-', 1)[-1]}-hop{hop}" + (f"-{index}" if per_hop > 1 else "")
+            argv = [sys.executable, "-m", "bench.raw_chain", "hop", str(hop), "--prefix", prefix]
+            env.stack._spawn(name, [*argv, *flags], dict(extra_env or {}))
+            names.append(name)
+            pids.append(env.stack.processes[name].pid)
     params = pika.URLParameters(pika_url(env.settings.broker_url))
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + seconds
     connection = pika.BlockingConnection(params)
     try:
         while time.monotonic() < deadline:
@@ -110,8 +115,10 @@ def start_raw_hops(env: BenchEnv, prefix: str, decode: bool) -> tuple[list[str],
                     channel.close()
                 except pika.exceptions.ChannelClosedByBroker:
                     counts.append(0)
-            if all(counts):
+            if all(c >= per_hop for c in counts):
                 return names, pids
+            if any(env.stack.processes[n].poll() is not None for n in names):
+                raise RuntimeError(f"a raw chain hop for {prefix} exited before consuming")
             time.sleep(0.2)
     finally:
         connection.close()
@@ -165,7 +172,7 @@ def run(
     try:
         for variant, decode in (("raw_fetch", False), ("raw_fetch_decode", True)):
             prefix = f"{env.prefix}-{'dec' if decode else 'raw'}"
-            names, pids = start_raw_hops(env, prefix, decode)
+            names, pids = start_raw_hops(env, prefix, ["--decode"] if decode else [])
             hop_names += names
             cpu_pids[variant] = {"hops": pids}
             chains.append(RawChain(env.settings.broker_url, env.settings.redis_url, prefix,

@@ -19,56 +19,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import pika
-
 from bench.distribution import alternating, inprocess_runs
 from bench.harness import BenchEnv, Driver, Target, bench_env, closed_loop, worker_defaults
-from bench.messaging import faceval_message_bytes
+from bench.messaging import faceval_message_bytes, start_raw_hops
 from bench.pairs import bench_pairs
-from bench.raw_chain import HOPS, RawChain, hop_queue
+from bench.raw_chain import RawChain
 from bench.stats import format_table, latency_summary, machine, ratio, spread, write_json
-from shared.queues import pika_url
 
 #: Consumers per hop: one per image of the pair, as FaceVal's two task threads per stage.
 CONSUMERS_PER_HOP = 2
-
-
-def start_model_hops(env: BenchEnv, prefix: str) -> list[str]:
-    """Two model-running consumers per hop; their names once all consume."""
-    names = []
-    for hop in range(HOPS):
-        for index in range(CONSUMERS_PER_HOP):
-            name = f"{prefix.rsplit('-', 1)[-1]}-hop{hop}-{index}"
-            argv = [sys.executable, "-m", "bench.raw_chain", "hop", str(hop), "--prefix", prefix,
-                    "--models"]  # fmt: skip
-            env.stack._spawn(name, argv, worker_defaults())
-            names.append(name)
-    connection = pika.BlockingConnection(pika.URLParameters(pika_url(env.settings.broker_url)))
-    deadline = time.monotonic() + 180  # every consumer loads its stage's models first
-    try:
-        while time.monotonic() < deadline:
-            counts = []
-            for hop in range(HOPS):
-                channel = connection.channel()
-                try:
-                    ok = channel.queue_declare(hop_queue(prefix, hop), passive=True)
-                    counts.append(int(ok.method.consumer_count))
-                    channel.close()
-                except pika.exceptions.ChannelClosedByBroker:
-                    counts.append(0)
-            if all(c >= CONSUMERS_PER_HOP for c in counts):
-                return names
-            if any(env.stack.processes[n].poll() is not None for n in names):
-                raise RuntimeError("a model-chain consumer exited while loading its models")
-            time.sleep(0.5)
-    finally:
-        connection.close()
-    raise RuntimeError(f"the model chain {prefix} did not start consuming")
 
 
 def over_floor(target: Target, names: Sequence[str], floors: Mapping[str, float]) -> dict[str, Any]:
@@ -92,7 +54,8 @@ def run(env: BenchEnv, reps: int, count: int) -> dict[str, Any]:
     size = faceval_message_bytes(env)["total"]
     env.purge_queues()
     prefix = f"{env.prefix}-models"
-    start_model_hops(env, prefix)
+    # Every consumer loads its stage's models before it consumes.
+    start_raw_hops(env, prefix, ["--models"], CONSUMERS_PER_HOP, worker_defaults(), seconds=180)
     chain = RawChain(env.settings.broker_url, env.settings.redis_url, prefix, size)
     env.start_workers("real")
     driver = Driver(env.settings)
