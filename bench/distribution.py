@@ -258,21 +258,26 @@ def measure_faceval(
     }  # fmt: skip
 
 
+def median_floors(runs: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Each pair's floor (ms), the median over the in-process repetitions."""
+    floors: dict[str, list[float]] = defaultdict(list)
+    for entry in runs:
+        for name, value in entry["floor_ms"].items():
+            floors[name].append(value)
+    return {n: round(statistics.median(v), 3) for n, v in floors.items()}
+
+
 def measure_inprocess(variant: Variant, reps: int, count: int) -> dict[str, Any]:
     cores = os.cpu_count() or 1
     env = {**worker_defaults(), **variant.env}  # the workers' own native-pool settings
     single = inprocess_runs(count, 1, reps, env)
     per_core = inprocess_runs(count, cores, reps, env) if cores > 1 else single
-    floors: dict[str, list[float]] = defaultdict(list)
-    for entry in single:
-        for name, value in entry["floor_ms"].items():
-            floors[name].append(value)
     out = {
         "processes_per_core_run": cores,
         "single_process_throughput": spread(r["throughput"] for r in single),
         "per_core_throughput": spread(r["throughput"] for r in per_core),
         "single_process_latency_p50_ms": spread(r["latency_ms"]["p50"] for r in single),
-        "floor_ms": {n: round(statistics.median(v), 3) for n, v in floors.items()},
+        "floor_ms": median_floors(single),
     }
     print(f"    in-process: {out['single_process_throughput']['median']:.2f}/s (1 process), "
           f"{out['per_core_throughput']['median']:.2f}/s ({cores} processes)",

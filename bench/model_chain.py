@@ -18,11 +18,10 @@ Writes bench/results/model_chain.json.
 from __future__ import annotations
 
 import argparse
-import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bench.distribution import alternating, inprocess_runs
+from bench.distribution import alternating, inprocess_runs, median_floors
 from bench.harness import BenchEnv, Driver, Target, bench_env, closed_loop, worker_defaults
 from bench.messaging import faceval_message_bytes, start_raw_hops
 from bench.pairs import bench_pairs
@@ -36,6 +35,11 @@ CONSUMERS_PER_HOP = 2
 def over_floor(target: Target, names: Sequence[str], floors: Mapping[str, float]) -> dict[str, Any]:
     pairs = bench_pairs()
     loop = closed_loop(target, [pairs[n] for n in names])
+    if isinstance(target, Driver):
+        # Only accepted pairs ran every stage: a rejection would flatter the latency.
+        reasons = {d.get("summary_reason") for d in target.results(loop.ids).values()}
+        if reasons != {"accepted"}:
+            raise RuntimeError(f"accepted pairs answered {reasons}")
     return {
         "latency_ms": latency_summary(loop.latencies_ms),
         "over_floor": latency_summary(
@@ -45,11 +49,7 @@ def over_floor(target: Target, names: Sequence[str], floors: Mapping[str, float]
 
 
 def run(env: BenchEnv, reps: int, count: int) -> dict[str, Any]:
-    floors_by_rep = inprocess_runs(count, 1, reps, worker_defaults())
-    floors = {
-        n: round(statistics.median(r["floor_ms"][n] for r in floors_by_rep), 3)
-        for n in floors_by_rep[0]["floor_ms"]
-    }
+    floors = median_floors(inprocess_runs(count, 1, reps, worker_defaults()))
     print(f"  floor ms: {floors}", flush=True)
     size = faceval_message_bytes(env)["total"]
     env.purge_queues()

@@ -130,7 +130,8 @@ def run_hop(hop: int, prefix: str, decode: bool, models: bool = False) -> None:
 
 def _stage_analysis(hop: int) -> Callable[[Image, dict[str, Any] | None], dict[str, Any] | None]:
     """The hop's stage with its production models, loaded once: (image, face in) -> the face
-    handed on. No decision: the benchmark sends pairs every stage accepts."""
+    handed on. No decision: the benchmark sends pairs every stage passes, and a verdict other
+    than a pass ends the hop."""
     from tools.stages import stage_definition  # only a model hop loads the models' code
 
     settings = get_settings()
@@ -140,8 +141,11 @@ def _stage_analysis(hop: int) -> Callable[[Image, dict[str, Any] | None], dict[s
 
     def analyse(image: Image, face: dict[str, Any] | None) -> dict[str, Any] | None:
         given = Face.from_dict(face) if face else None
-        found = analyze_image(definition, built, image, given, policy).record.face
-        handed = found if found is not None else given
+        record = analyze_image(definition, built, image, given, policy).record
+        if record.verdict != "pass":
+            # Only pairs every stage passes run the whole chain, as they do FaceVal's.
+            raise SystemExit(f"{definition.name}: {record.verdict} {list(record.reasons)}")
+        handed = record.face if record.face is not None else given
         return handed.to_dict() if handed is not None else None
 
     return analyse

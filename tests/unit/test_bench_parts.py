@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bench.noop_worker import NoopModel, noop_stage
 from bench.pairs import ACCEPTED, bench_pairs
 from bench.raw_chain import body
@@ -101,6 +103,17 @@ def test_a_model_chain_hop_hands_on_the_face_its_detector_found() -> None:
 
     image = decode_rgb(bench_pairs()["astronaut"].near)
     face = _stage_analysis(0)(image, None)
-    assert face is not None and float(face["width"]) > 0  # type: ignore[arg-type]
+    assert face is not None
+    assert isinstance(face["width"], float) and face["width"] > 0
     # A later stage analyses that face and hands the same one on.
     assert _stage_analysis(1)(image, face) == face
+
+
+def test_a_model_chain_hop_stops_on_an_image_its_stage_does_not_pass() -> None:
+    import numpy as np
+
+    from bench.raw_chain import _stage_analysis
+
+    blank = np.zeros((480, 600, 3), dtype=np.uint8)  # no face for the detector to find
+    with pytest.raises(SystemExit, match="face_detector: reject"):
+        _stage_analysis(0)(blank, None)
